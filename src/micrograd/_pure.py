@@ -1,0 +1,504 @@
+"""The pure-Python twin of the compiled core (``src/_engine.pyx``).
+
+Same op codes, same rules in the same order, same iterative topological walk, same
+names: hold the two files side by side. Selected by ``MICROGRAD_PURE_PYTHON=1``, or
+automatically when the compiled module cannot be imported.
+
+What only the compiled core needs has no counterpart here: C arrays become lists,
+the freeing stack is CPython's own trashcan, and the rare per-node extras (label,
+hand-built ``_op``/``_children``) sit in a slot instead of a side table.
+"""
+import math
+
+# Op codes: one small int per node selects its forward and its local-gradient rule.
+LEAF = 0      # no rule: parameters, inputs, constants
+ADD = 1       # a + b
+MUL = 2       # a * b
+POWC = 3      # a ** c, c a plain number (upstream's only kind of power)
+POW = 4       # a ** b, both Values: the exponent gets a gradient too
+RELU = 5      # max(a, 0)
+TANH = 6      # tanh(a)
+EXP = 7       # e ** a
+LOG = 8       # ln(a)
+SIGMOID = 9   # 1 / (1 + e ** -a)
+CUSTOM = 10   # built by hand as Value(data, _children, _op): children walked, no rule
+
+# Bits of Value._flags.
+VISITED = 1      # entered by the current topological walk (cleared when it ends)
+DONE = 2         # appended to the current walk's tape (cleared when it ends)
+INT_EXP = 4      # POWC's exponent was an int: _op shows '**2', not '**2.0'
+HAS_EXTRA = 8    # this node has extras (label, hand-built _op/_children)
+
+_OP_NAMES = {LEAF: '', ADD: '+', MUL: '*', POW: '**', RELU: 'ReLU', TANH: 'tanh',
+             EXP: 'exp', LOG: 'log', SIGMOID: 'sigmoid'}
+
+
+# ---------------------------------------------------------------------------------
+# Python's float semantics for the three functions that can fail.
+# ---------------------------------------------------------------------------------
+def _pow(x, y):
+    if x == 0.0 and y < 0.0 and math.isfinite(y):
+        raise ZeroDivisionError("0.0 cannot be raised to a negative power")
+    if x < 0.0 and math.isfinite(x) and math.isfinite(y) and y != math.floor(y):
+        # float ** would return a complex number here; a scalar engine has no use for one
+        raise ValueError("negative number cannot be raised to a fractional power")
+    return x ** y       # raises OverflowError itself
+
+
+def _exp(x):
+    return math.exp(x)  # raises OverflowError itself
+
+
+def _log(x):
+    if x <= 0.0:
+        raise ValueError("math domain error")
+    return math.log(x)
+
+
+def _sigmoid(x):
+    # Two forms so that exp() never overflows: e**-x for x >= 0, e**x otherwise.
+    if x >= 0.0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1.0 + e)
+
+
+# ---------------------------------------------------------------------------------
+# The rule book: forward rule and local-gradient rule of every op, side by side.
+# ---------------------------------------------------------------------------------
+def _forward(op, a, b, c):
+    """out.data from the operands' data (b: second operand, c: constant exponent)."""
+    if op == ADD:
+        return a + b
+    elif op == MUL:
+        return a * b
+    elif op == POWC:
+        return _pow(a, c)
+    elif op == POW:
+        return _pow(a, b)
+    elif op == RELU:
+        return 0.0 if a < 0.0 else a
+    elif op == TANH:
+        return math.tanh(a)
+    elif op == EXP:
+        return _exp(a)
+    elif op == LOG:
+        return _log(a)
+    elif op == SIGMOID:
+        return _sigmoid(a)
+    raise AssertionError("no forward rule for op %d" % op)
+
+
+def _local_grads(out):
+    """Chain rule for one node: add out.grad * d(out)/d(operand) to each operand's grad.
+
+    Never raises: the cases where Python would (0 ** negative, log of 0) are caught
+    beforehand by _check_local_grads, so that a failing backward() changes nothing.
+    """
+    a = out._a
+    b = out._b
+    op = out._code
+    if op == ADD:
+        a.grad += out.grad
+        b.grad += out.grad
+    elif op == MUL:
+        a.grad += b.data * out.grad
+        b.grad += a.data * out.grad
+    elif op == POWC:
+        a.grad += (out._c * a.data ** (out._c - 1.0)) * out.grad
+    elif op == POW:
+        a.grad += (b.data * a.data ** (b.data - 1.0)) * out.grad
+        if a.data != 0.0:   # 0 ** b is flat in b (for b > 0): no exponent gradient
+            b.grad += (out.data * math.log(a.data)) * out.grad
+    elif op == RELU:
+        a.grad += (out.data > 0.0) * out.grad
+    elif op == TANH:
+        t = out.data
+        a.grad += (1.0 - t * t) * out.grad
+    elif op == EXP:
+        a.grad += out.data * out.grad
+    elif op == LOG:
+        a.grad += out.grad / a.data
+    elif op == SIGMOID:
+        t = out.data
+        a.grad += t * (1.0 - t) * out.grad
+    # LEAF and CUSTOM have no rule (upstream: `_backward = lambda: None`)
+
+
+def _check_local_grads(out):
+    """Raise what Python would raise while applying out's local rule (rules read the
+    operands' current data, which users may have changed since the forward pass)."""
+    op = out._code
+    if op == POWC:
+        _pow(out._a.data, out._c - 1.0)
+    elif op == POW:
+        a = out._a.data
+        _pow(a, out._b.data - 1.0)
+        if a < 0.0:
+            raise ValueError("math domain error: the exponent's gradient needs "
+                             "log(base), and the base %r is negative" % a)
+    elif op == LOG and out._a.data == 0.0:
+        raise ZeroDivisionError("float division by zero")
+    return 0
+
+
+# ---------------------------------------------------------------------------------
+# The node.
+# ---------------------------------------------------------------------------------
+class Value:
+    """A scalar and its gradient, as in micrograd (see the README for the differences)."""
+    __slots__ = (
+        'data',     # forward value
+        'grad',     # d(root)/d(self), accumulated by backward()
+        '_a',       # first operand, None for a leaf
+        '_b',       # second operand, None for unary ops and POWC
+        '_c',       # POWC's exponent; unused by other ops
+        '_code',    # op code: selects the forward and the local-gradient rule
+        '_flags',   # VISITED | DONE | INT_EXP | HAS_EXTRA bits
+        '_extra',   # [label, op string, children] or None (the C core: a side table)
+    )
+
+    def __init__(self, data, _children=(), _op='', label=''):
+        self.data = _as_double(data)
+        self.grad = 0.0
+        self._a = self._b = self._extra = None
+        self._c = 0.0
+        self._code = LEAF
+        self._flags = 0
+        if _children:
+            self._code = CUSTOM
+            _set_extra(self, 2, tuple(_children))
+        if _op:
+            _set_extra(self, 1, str(_op))
+        if label != '':
+            self.label = label
+
+    # -- arithmetic (same graph shapes as upstream: a - b is a + (b * -1), ...) --------
+    def __add__(self, other):
+        o = _operand(other)
+        if o is None:
+            return NotImplemented
+        return _binary(ADD, self, o)
+
+    def __radd__(self, other):              # other + self
+        o = _operand(other)
+        if o is None:
+            return NotImplemented
+        return _binary(ADD, self, o)
+
+    def __mul__(self, other):
+        o = _operand(other)
+        if o is None:
+            return NotImplemented
+        return _binary(MUL, self, o)
+
+    def __rmul__(self, other):              # other * self
+        o = _operand(other)
+        if o is None:
+            return NotImplemented
+        return _binary(MUL, self, o)
+
+    def __pow__(self, other, modulo=None):
+        if modulo is not None:
+            return NotImplemented
+        if type(other) is Value:
+            return _binary(POW, self, other)
+        if not _is_number(other):
+            return NotImplemented
+        return _powc(self, other)
+
+    def __rpow__(self, other, modulo=None):  # other ** self
+        if modulo is not None:
+            return NotImplemented
+        o = _operand(other)
+        if o is None:
+            return NotImplemented
+        return _binary(POW, o, self)
+
+    def __neg__(self):                      # -self
+        return _binary(MUL, self, _leaf(-1.0))
+
+    def __sub__(self, other):               # self - other
+        if type(other) is Value:
+            return _binary(ADD, self, -other)
+        if not _is_number(other):
+            return NotImplemented
+        return _binary(ADD, self, _leaf(-_as_double(other)))
+
+    def __rsub__(self, other):              # other - self
+        o = _operand(other)
+        if o is None:
+            return NotImplemented
+        return _binary(ADD, o, -self)
+
+    def __truediv__(self, other):           # self * other**-1
+        if type(other) is Value:
+            return _binary(MUL, self, _powc(other, -1))
+        if not _is_number(other):
+            return NotImplemented
+        return _binary(MUL, self, _leaf(_pow(_as_double(other), -1.0)))
+
+    def __rtruediv__(self, other):          # other * self**-1
+        o = _operand(other)
+        if o is None:
+            return NotImplemented
+        return _binary(MUL, _powc(self, -1), o)
+
+    def relu(self):
+        return _unary(RELU, self)
+
+    def tanh(self):
+        return _unary(TANH, self)
+
+    def exp(self):
+        return _unary(EXP, self)
+
+    def log(self):
+        return _unary(LOG, self)
+
+    def sigmoid(self):
+        return _unary(SIGMOID, self)
+
+    # -- gradients --------------------------------------------------------------------
+    def backward(self):
+        """Set self.grad to 1 and accumulate d(self)/d(v) into every v below it."""
+        order = []
+        _record(self, order, True)
+        self.grad = 1.0
+        _accumulate(order)
+
+    def _backward(self):
+        """Apply this node's local-gradient rule once (as upstream's closure does)."""
+        _check_local_grads(self)
+        _local_grads(self)
+
+    # -- what upstream exposes as attributes --------------------------------------------
+    @property
+    def _prev(self):
+        if self._code == CUSTOM:
+            return set(_get_extra(self, 2))
+        if self._a is None:
+            return set()
+        if self._b is None:
+            return {self._a}
+        return {self._a, self._b}
+
+    @property
+    def _op(self):
+        name = _get_extra(self, 1)
+        if name is not None:
+            return name
+        if self._code == POWC:
+            return '**%r' % (int(self._c) if self._flags & INT_EXP else self._c)
+        return _OP_NAMES[self._code]
+
+    @property
+    def label(self):
+        label = _get_extra(self, 0)
+        return '' if label is None else label
+
+    @label.setter
+    def label(self, label):
+        if type(label) is not str:
+            raise TypeError("label must be a str, not %s" % type(label).__name__)
+        _set_extra(self, 0, label)
+
+    def __repr__(self):
+        return f"Value(data={self.data}, grad={self.grad})"
+
+    def __reduce__(self):
+        extra = tuple(self._extra) if self._flags & HAS_EXTRA else None
+        return (_rebuild, (self.data, self.grad, self._code, self._a, self._b, self._c,
+                           self._flags & INT_EXP, extra))
+
+
+def _rebuild(data, grad, op, a, b, c, int_exp, extra):
+    """Unpickle a Value (see Value.__reduce__)."""
+    v = _node(data, op, a, b, c)
+    v.grad = grad
+    v._flags = int_exp
+    if extra is not None:
+        v._extra = list(extra)
+        v._flags |= HAS_EXTRA
+    return v
+
+
+# ---------------------------------------------------------------------------------
+# Building nodes. Value.__new__ skips __init__.
+# ---------------------------------------------------------------------------------
+def _node(data, op, a, b, c):
+    v = Value.__new__(Value)
+    v.data = data
+    v.grad = 0.0
+    v._code = op
+    v._a = a
+    v._b = b
+    v._c = c
+    v._flags = 0
+    v._extra = None
+    return v
+
+
+def _leaf(data):
+    return _node(data, LEAF, None, None, 0.0)
+
+
+def _binary(op, a, b):
+    return _node(_forward(op, a.data, b.data, 0.0), op, a, b, 0.0)
+
+
+def _unary(op, a):
+    return _node(_forward(op, a.data, 0.0, 0.0), op, a, None, 0.0)
+
+
+def _powc(a, exponent):
+    c = _as_double(exponent)
+    v = _node(_forward(POWC, a.data, 0.0, c), POWC, a, None, c)
+    if isinstance(exponent, int):
+        v._flags = INT_EXP
+    return v
+
+
+def _is_number(x):
+    """Can float() take x without parsing a string? (int, float, bool, numpy scalars, ...)"""
+    if type(x) is float or type(x) is int:
+        return True
+    return not isinstance(x, (str, bytes, bytearray)) and (
+        hasattr(x, '__float__') or hasattr(x, '__index__'))
+
+
+def _as_double(x):
+    if not _is_number(x):   # float() would parse a str; the C core's conversion would not
+        raise TypeError("must be real number, not %s" % type(x).__name__)
+    return float(x)         # OverflowError for ints beyond float range
+
+
+def _operand(other):
+    """other as a Value operand (a new constant leaf for a number), None if not a number."""
+    if type(other) is Value:
+        return other
+    if not _is_number(other):
+        return None
+    return _leaf(_as_double(other))
+
+
+def _get_extra(v, field):
+    if not v._flags & HAS_EXTRA:
+        return None
+    return v._extra[field]
+
+
+def _set_extra(v, field, item):
+    if not v._flags & HAS_EXTRA:
+        v._extra = [None, None, None]
+        v._flags |= HAS_EXTRA
+    v._extra[field] = item
+
+
+# ---------------------------------------------------------------------------------
+# The topological order ("tape"): an explicit stack and per-node marks replace
+# upstream's recursive build_topo and its visited set.
+# ---------------------------------------------------------------------------------
+def _record(root, order, check):
+    """Fill order with every node below root, each after all its operands (post-order DFS).
+
+    With check, also raise (before anything is changed) what backward would raise.
+    Marks are cleared again before returning, whether or not an error is raised.
+    """
+    stack = [root]
+    try:
+        while stack:
+            v = stack[-1]
+            if not v._flags & VISITED:
+                # first visit: push the operands; v stays below them on the stack
+                v._flags |= VISITED
+                if v._code == CUSTOM:
+                    for child in _get_extra(v, 2):
+                        if not child._flags & VISITED:
+                            stack.append(child)
+                else:
+                    child = v._b
+                    if child is not None and not child._flags & VISITED:
+                        stack.append(child)
+                    child = v._a
+                    if child is not None and not child._flags & VISITED:
+                        stack.append(child)
+            else:
+                # operands done (or a stale duplicate entry): emit v once
+                stack.pop()
+                if not v._flags & DONE:
+                    v._flags |= DONE
+                    order.append(v)
+                    if check:
+                        _check_local_grads(v)
+    finally:
+        for v in order:
+            v._flags &= ~(VISITED | DONE)
+        for v in stack:
+            v._flags &= ~(VISITED | DONE)
+    return 0
+
+
+def _accumulate(nodes):
+    """Apply every local rule, root first: reversed topological order."""
+    for v in reversed(nodes):
+        _local_grads(v)
+
+
+# ---------------------------------------------------------------------------------
+# Tape: record a graph once, then replay forward and backward.
+# ---------------------------------------------------------------------------------
+class Tape:
+    """The graph below a root, recorded in topological order for replay.
+
+    forward() recomputes every node from the leaves' current data; backward() gives
+    the gradients loss.backward() would give on a freshly built graph.
+    """
+
+    def __init__(self, root):
+        if type(root) is not Value:
+            raise TypeError("Tape() needs a Value, not %s" % type(root).__name__)
+        order = []
+        _record(root, order, False)
+        self.order = order      # every recorded node, children first
+        self._root = root       # the recorded root (the loss)
+        # nodes whose rules can raise (POWC, POW, LOG): checked before backward changes anything
+        self.checked = [v for v in order if v._code in (POWC, POW, LOG)]
+
+    def __len__(self):
+        return len(self.order)
+
+    @property
+    def root(self):
+        return self._root
+
+    @property
+    def leaves(self):
+        """The recorded nodes without a rule (parameters, inputs, constants), in order."""
+        return [v for v in self.order if v._code == LEAF or v._code == CUSTOM]
+
+    @property
+    def nodes(self):
+        """Every recorded node, in topological order (operands before their results)."""
+        return list(self.order)
+
+    def forward(self):
+        """Recompute every node from the leaves' current data; return the root's data."""
+        for v in self.order:
+            if v._code != LEAF and v._code != CUSTOM:
+                v.data = _forward(v._code, v._a.data,
+                                  v._b.data if v._b is not None else 0.0, v._c)
+        return self._root.data
+
+    def backward(self):
+        """Zero the recorded non-leaf grads, set the root's grad to 1, accumulate."""
+        for v in self.checked:
+            _check_local_grads(v)
+        for v in self.order:
+            if v._code != LEAF and v._code != CUSTOM:
+                v.grad = 0.0
+        self._root.grad = 1.0
+        _accumulate(self.order)
+
+    def __repr__(self):
+        return "Tape(%d nodes, %d leaves)" % (len(self), len(self.leaves))
