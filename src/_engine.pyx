@@ -120,34 +120,34 @@ cdef inline void _local_grads(Value out) noexcept:
     Never raises: the cases where Python would (0 ** negative, log of 0) are caught
     beforehand by _check_local_grads, so that a failing backward() changes nothing.
     """
-    cdef Value a = out._a
-    cdef Value b = out._b
+    # Operands are read in place as out._a / out._b: a typed local would cost an
+    # incref/decref pair per node.
     cdef int op = out._code
     cdef double t
     if op == ADD:
-        a.grad += out.grad
-        b.grad += out.grad
+        out._a.grad += out.grad
+        out._b.grad += out.grad
     elif op == MUL:
-        a.grad += b.data * out.grad
-        b.grad += a.data * out.grad
+        out._a.grad += out._b.data * out.grad
+        out._b.grad += out._a.data * out.grad
     elif op == POWC:
-        a.grad += (out._c * pow(a.data, out._c - 1.0)) * out.grad
+        out._a.grad += (out._c * pow(out._a.data, out._c - 1.0)) * out.grad
     elif op == POW:
-        a.grad += (b.data * pow(a.data, b.data - 1.0)) * out.grad
-        if a.data != 0.0:   # 0 ** b is flat in b (for b > 0): no exponent gradient
-            b.grad += (out.data * log(a.data)) * out.grad
+        out._a.grad += (out._b.data * pow(out._a.data, out._b.data - 1.0)) * out.grad
+        if out._a.data != 0.0:   # 0 ** b is flat in b (for b > 0): no exponent gradient
+            out._b.grad += (out.data * log(out._a.data)) * out.grad
     elif op == RELU:
-        a.grad += (out.data > 0.0) * out.grad
+        out._a.grad += (out.data > 0.0) * out.grad
     elif op == TANH:
         t = out.data
-        a.grad += (1.0 - t * t) * out.grad
+        out._a.grad += (1.0 - t * t) * out.grad
     elif op == EXP:
-        a.grad += out.data * out.grad
+        out._a.grad += out.data * out.grad
     elif op == LOG:
-        a.grad += out.grad / a.data
+        out._a.grad += out.grad / out._a.data
     elif op == SIGMOID:
         t = out.data
-        a.grad += t * (1.0 - t) * out.grad
+        out._a.grad += t * (1.0 - t) * out.grad
     # LEAF and CUSTOM have no rule (upstream: `_backward = lambda: None`)
 
 
@@ -180,10 +180,11 @@ cdef Py_ssize_t _cap_pending = 0
 cdef bint _draining = False
 
 
-cdef inline void _defer_free(Value child) noexcept:
+cdef inline void _defer_free(PyObject* child) noexcept:
+    # child is passed as a raw pointer: a Value argument would be increfed for the call
     global _pending, _cap_pending, _n_pending
     cdef PyObject** grown
-    if child is None or Py_REFCNT(<PyObject*>child) > 1:
+    if child == <PyObject*>None or Py_REFCNT(child) > 1:
         return      # someone else keeps it alive: dropping our reference frees nothing
     if _n_pending == _cap_pending:
         grown = <PyObject**>realloc(_pending, (2 * _cap_pending + 1024) * sizeof(PyObject*))
@@ -191,8 +192,8 @@ cdef inline void _defer_free(Value child) noexcept:
             return  # out of memory: fall back to ordinary (recursive) freeing
         _pending = grown
         _cap_pending = 2 * _cap_pending + 1024
-    Py_INCREF(child)
-    _pending[_n_pending] = <PyObject*>child
+    Py_INCREF(<object>child)
+    _pending[_n_pending] = child
     _n_pending += 1
 
 
@@ -311,10 +312,9 @@ cdef class Value:
     # -- gradients --------------------------------------------------------------------
     def backward(self):
         """Set self.grad to 1 and accumulate d(self)/d(v) into every v below it."""
-        cdef _Order order = _Order()
-        _record(self, order, True)
+        _record(self, &_order, True)
         self.grad = 1.0
-        _accumulate(order.nodes, order.n)
+        _accumulate(_order.items, _order.n)
 
     def _backward(self):
         """Apply this node's local-gradient rule once (as upstream's closure does)."""
@@ -365,8 +365,8 @@ cdef class Value:
         cdef PyObject* p
         if self._flags & HAS_EXTRA:
             _extras.pop(id(self), None)
-        _defer_free(self._a)
-        _defer_free(self._b)
+        _defer_free(<PyObject*>self._a)
+        _defer_free(<PyObject*>self._b)
         self._a = None          # the deferred children now live on in _pending only
         self._b = None
         if _draining:
@@ -415,6 +415,10 @@ cdef inline Value _unary(int op, Value a):
     return _node(_forward(op, a.data, 0.0, 0.0), op, a, None, 0.0)
 
 
+cdef inline double _data_or_zero(Value v) noexcept:
+    return v.data if v is not None else 0.0
+
+
 cdef Value _powc(Value a, object exponent):
     cdef double c = _as_double(exponent)
     cdef Value v = _node(_forward(POWC, a.data, 0.0, c), POWC, a, None, c)
@@ -461,79 +465,102 @@ cdef void _set_extra(Value v, int field, object item) except *:
 # The topological order ("tape"): an explicit stack and per-node marks replace
 # upstream's recursive build_topo and its visited set.
 # ---------------------------------------------------------------------------------
-@cython.final
-cdef class _Order:
-    """A growable C array of node pointers in topological order (children first)."""
-    cdef PyObject** nodes   # borrowed unless the owner (Tape) increfs them
-    cdef Py_ssize_t n       # number of nodes recorded
-    cdef Py_ssize_t cap     # allocated length of nodes
+cdef struct _Buf:
+    # A growable C array of node pointers.
+    PyObject** items    # borrowed pointers, unless the owner (a Tape) increfs them
+    Py_ssize_t n        # number of items in use
+    Py_ssize_t cap      # allocated length of items
 
-    def __dealloc__(self):
-        free(self.nodes)
+# Scratch arrays for the walk and for Value.backward's order, kept between calls:
+# freeing and re-allocating them each call page-faults megabytes in again.
+cdef _Buf _stack = _Buf(NULL, 0, 0)
+cdef _Buf _order = _Buf(NULL, 0, 0)
 
 
-cdef int _push(PyObject*** arr, Py_ssize_t* n, Py_ssize_t* cap, PyObject* v) except -1:
+cdef inline int _push(_Buf* buf, PyObject* v) except -1:
     cdef PyObject** grown
-    if n[0] == cap[0]:
-        grown = <PyObject**>realloc(arr[0], (2 * cap[0] + 256) * sizeof(PyObject*))
+    if buf.n == buf.cap:
+        grown = <PyObject**>realloc(buf.items, (2 * buf.cap + 1024) * sizeof(PyObject*))
         if grown == NULL:
             raise MemoryError()
-        arr[0] = grown
-        cap[0] = 2 * cap[0] + 256
-    arr[0][n[0]] = v
-    n[0] += 1
+        buf.items = grown
+        buf.cap = 2 * buf.cap + 1024
+    buf.items[buf.n] = v
+    buf.n += 1
     return 0
 
 
-cdef int _record(Value root, _Order order, bint check) except -1:
+cdef inline bint _can_raise(int op) noexcept:
+    """Ops whose local-gradient rule can raise (see _check_local_grads)."""
+    return op == POWC or op == POW or op == LOG
+
+
+cdef int _record(Value root, _Buf* order, bint check) except -1:
     """Fill order with every node below root, each after all its operands (post-order DFS).
 
     With check, also raise (before anything is changed) what backward would raise.
-    Marks are cleared again before returning, whether or not an error is raised.
+    On success the recorded nodes stay marked: the caller clears the marks with
+    _accumulate or _unmark. On error they are cleared here.
     """
-    cdef PyObject** stack = NULL
-    cdef Py_ssize_t depth = 0, cap = 0, i
-    cdef Value v, child
+    # Pointers here are borrowed (root keeps the graph alive): no refcounting per node.
+    cdef _Buf* stack = &_stack
+    cdef PyObject* p
+    cdef PyObject* child
+    order.n = 0
+    stack.n = 0
     try:
-        _push(&stack, &depth, &cap, <PyObject*>root)
-        while depth:
-            v = <Value>stack[depth - 1]
-            if not v._flags & VISITED:
-                # first visit: push the operands; v stays below them on the stack
-                v._flags |= VISITED
-                if v._code == CUSTOM:
-                    for child in _get_extra(v, 2):
-                        if not child._flags & VISITED:
-                            _push(&stack, &depth, &cap, <PyObject*>child)
-                else:
-                    child = v._b
-                    if child is not None and not child._flags & VISITED:
-                        _push(&stack, &depth, &cap, <PyObject*>child)
-                    child = v._a
-                    if child is not None and not child._flags & VISITED:
-                        _push(&stack, &depth, &cap, <PyObject*>child)
+        _push(stack, <PyObject*>root)
+        while stack.n:
+            p = stack.items[stack.n - 1]
+            if not (<Value>p)._flags & VISITED:
+                # first visit: push the operands; p stays below them on the stack
+                (<Value>p)._flags |= VISITED
+                if (<Value>p)._code == CUSTOM:
+                    for c in _get_extra(<Value>p, 2):
+                        if not (<Value>c)._flags & VISITED:
+                            _push(stack, <PyObject*>c)
+                    continue
+                child = <PyObject*>(<Value>p)._b
+                if child != <PyObject*>None and not (<Value>child)._flags & VISITED:
+                    _push(stack, child)
+                child = <PyObject*>(<Value>p)._a
+                if child != <PyObject*>None and not (<Value>child)._flags & VISITED:
+                    _push(stack, child)
             else:
-                # operands done (or a stale duplicate entry): emit v once
-                depth -= 1
-                if not v._flags & DONE:
-                    v._flags |= DONE
-                    _push(&order.nodes, &order.n, &order.cap, <PyObject*>v)
-                    if check:
-                        _check_local_grads(v)
-    finally:
-        for i in range(order.n):
-            (<Value>order.nodes[i])._flags &= ~(VISITED | DONE)
-        for i in range(depth):
-            (<Value>stack[i])._flags &= ~(VISITED | DONE)
-        free(stack)
+                # operands done (or a stale duplicate entry): emit p once
+                stack.n -= 1
+                if not (<Value>p)._flags & DONE:
+                    (<Value>p)._flags |= DONE
+                    _push(order, p)
+                    if check and _can_raise((<Value>p)._code):
+                        _check_local_grads(<Value>p)
+    except BaseException:
+        _unmark(order.items, order.n)
+        _unmark(stack.items, stack.n)
+        raise
     return 0
 
 
-cdef inline void _accumulate(PyObject** nodes, Py_ssize_t n) noexcept:
-    """Apply every local rule, root first: reversed topological order."""
+cdef void _unmark(PyObject** nodes, Py_ssize_t n) noexcept:
     cdef Py_ssize_t i
+    for i in range(n):
+        (<Value>nodes[i])._flags &= ~(VISITED | DONE)
+
+
+cdef extern from *:
+    void __builtin_prefetch(const void* addr) nogil   # GCC/Clang: start loading a cache line
+
+
+cdef void _accumulate(PyObject** nodes, Py_ssize_t n) noexcept:
+    """Apply every local rule, root first (reversed topological order); clear the marks."""
+    cdef Py_ssize_t i
+    cdef PyObject* p
     for i in range(n - 1, -1, -1):
-        _local_grads(<Value>nodes[i])
+        if i >= 8:
+            __builtin_prefetch(nodes[i - 8])    # large graphs: hide the cache miss
+        p = nodes[i]
+        (<Value>p)._flags &= ~(VISITED | DONE)
+        _local_grads(<Value>p)
 
 
 # ---------------------------------------------------------------------------------
@@ -546,36 +573,35 @@ cdef class Tape:
     forward() recomputes every node from the leaves' current data; backward() gives
     the gradients loss.backward() would give on a freshly built graph.
     """
-    cdef _Order order        # owned references to every recorded node, children first
+    cdef _Buf order          # owned references to every recorded node, children first
+    cdef _Buf checked        # the recorded nodes whose rules can raise (POWC, POW, LOG)
     cdef Value _root         # the recorded root (the loss)
-    cdef PyObject** checked  # nodes whose rules can raise (POWC, POW, LOG): checked first
-    cdef Py_ssize_t n_checked, cap_checked
 
     def __init__(self, Value root not None):
         cdef Py_ssize_t i
-        cdef Value v
-        if self.order is not None:
+        cdef PyObject* p
+        if self._root is not None:
             raise RuntimeError("Tape is already initialised")
-        order = _Order()
-        _record(root, order, False)
-        for i in range(order.n):
-            v = <Value>order.nodes[i]
-            Py_INCREF(v)
-            if v._code == POWC or v._code == POW or v._code == LOG:
-                _push(&self.checked, &self.n_checked, &self.cap_checked, <PyObject*>v)
-        self.order = order
+        _record(root, &_order, False)
+        _unmark(_order.items, _order.n)
+        for i in range(_order.n):       # copy the scratch order, owning each node
+            p = _order.items[i]
+            Py_INCREF(<object>p)
+            _push(&self.order, p)
+            if _can_raise((<Value>p)._code):
+                _push(&self.checked, p)
         self._root = root
 
     def __dealloc__(self):
         cdef Py_ssize_t i
-        if self.order is not None:
-            # root first: each node's operands are still held here, so nothing recurses
-            for i in range(self.order.n - 1, -1, -1):
-                Py_DECREF(<object>self.order.nodes[i])
-        free(self.checked)
+        # root first: each node's operands are still held here, so nothing recurses
+        for i in range(self.order.n - 1, -1, -1):
+            Py_DECREF(<object>self.order.items[i])
+        free(self.order.items)
+        free(self.checked.items)
 
     def __len__(self):
-        return self.order.n if self.order is not None else 0
+        return self.order.n
 
     @property
     def root(self):
@@ -584,45 +610,36 @@ cdef class Tape:
     @property
     def leaves(self):
         """The recorded nodes without a rule (parameters, inputs, constants), in order."""
-        cdef Py_ssize_t i
-        cdef Value v
-        out = []
-        for i in range(self.order.n):
-            v = <Value>self.order.nodes[i]
-            if v._code == LEAF or v._code == CUSTOM:
-                out.append(v)
-        return out
+        return [v for v in self.nodes if v._code == LEAF or v._code == CUSTOM]
 
     @property
     def nodes(self):
         """Every recorded node, in topological order (operands before their results)."""
-        return [<Value>self.order.nodes[i] for i in range(self.order.n)]
+        return [<Value>self.order.items[i] for i in range(self.order.n)]
 
     def forward(self):
         """Recompute every node from the leaves' current data; return the root's data."""
         cdef Py_ssize_t i
-        cdef Value v
-        cdef PyObject** nodes = self.order.nodes
+        cdef PyObject* p
         for i in range(self.order.n):
-            v = <Value>nodes[i]
-            if v._code != LEAF and v._code != CUSTOM:
-                v.data = _forward(v._code, v._a.data,
-                                  v._b.data if v._b is not None else 0.0, v._c)
+            p = self.order.items[i]
+            if (<Value>p)._code != LEAF and (<Value>p)._code != CUSTOM:
+                (<Value>p).data = _forward((<Value>p)._code, (<Value>p)._a.data,
+                                           _data_or_zero((<Value>p)._b), (<Value>p)._c)
         return self._root.data
 
     def backward(self):
         """Zero the recorded non-leaf grads, set the root's grad to 1, accumulate."""
         cdef Py_ssize_t i
-        cdef Value v
-        cdef PyObject** nodes = self.order.nodes
-        for i in range(self.n_checked):
-            _check_local_grads(<Value>self.checked[i])
+        cdef PyObject* p
+        for i in range(self.checked.n):
+            _check_local_grads(<Value>self.checked.items[i])
         for i in range(self.order.n):
-            v = <Value>nodes[i]
-            if v._code != LEAF and v._code != CUSTOM:
-                v.grad = 0.0
+            p = self.order.items[i]
+            if (<Value>p)._code != LEAF and (<Value>p)._code != CUSTOM:
+                (<Value>p).grad = 0.0
         self._root.grad = 1.0
-        _accumulate(nodes, self.order.n)
+        _accumulate(self.order.items, self.order.n)
 
     def __repr__(self):
         return "Tape(%d nodes, %d leaves)" % (len(self), len(self.leaves))

@@ -399,50 +399,61 @@ def _set_extra(v, field, item):
 # The topological order ("tape"): an explicit stack and per-node marks replace
 # upstream's recursive build_topo and its visited set.
 # ---------------------------------------------------------------------------------
+def _can_raise(op):
+    """Ops whose local-gradient rule can raise (see _check_local_grads)."""
+    return op == POWC or op == POW or op == LOG
+
+
 def _record(root, order, check):
     """Fill order with every node below root, each after all its operands (post-order DFS).
 
     With check, also raise (before anything is changed) what backward would raise.
-    Marks are cleared again before returning, whether or not an error is raised.
+    On success the recorded nodes stay marked: the caller clears the marks with
+    _accumulate or _unmark. On error they are cleared here.
     """
     stack = [root]
     try:
         while stack:
-            v = stack[-1]
-            if not v._flags & VISITED:
-                # first visit: push the operands; v stays below them on the stack
-                v._flags |= VISITED
-                if v._code == CUSTOM:
-                    for child in _get_extra(v, 2):
-                        if not child._flags & VISITED:
-                            stack.append(child)
-                else:
-                    child = v._b
-                    if child is not None and not child._flags & VISITED:
-                        stack.append(child)
-                    child = v._a
-                    if child is not None and not child._flags & VISITED:
-                        stack.append(child)
+            p = stack[-1]
+            if not p._flags & VISITED:
+                # first visit: push the operands; p stays below them on the stack
+                p._flags |= VISITED
+                if p._code == CUSTOM:
+                    for c in _get_extra(p, 2):
+                        if not c._flags & VISITED:
+                            stack.append(c)
+                    continue
+                child = p._b
+                if child is not None and not child._flags & VISITED:
+                    stack.append(child)
+                child = p._a
+                if child is not None and not child._flags & VISITED:
+                    stack.append(child)
             else:
-                # operands done (or a stale duplicate entry): emit v once
+                # operands done (or a stale duplicate entry): emit p once
                 stack.pop()
-                if not v._flags & DONE:
-                    v._flags |= DONE
-                    order.append(v)
-                    if check:
-                        _check_local_grads(v)
-    finally:
-        for v in order:
-            v._flags &= ~(VISITED | DONE)
-        for v in stack:
-            v._flags &= ~(VISITED | DONE)
+                if not p._flags & DONE:
+                    p._flags |= DONE
+                    order.append(p)
+                    if check and _can_raise(p._code):
+                        _check_local_grads(p)
+    except BaseException:
+        _unmark(order)
+        _unmark(stack)
+        raise
     return 0
 
 
+def _unmark(nodes):
+    for p in nodes:
+        p._flags &= ~(VISITED | DONE)
+
+
 def _accumulate(nodes):
-    """Apply every local rule, root first: reversed topological order."""
-    for v in reversed(nodes):
-        _local_grads(v)
+    """Apply every local rule, root first (reversed topological order); clear the marks."""
+    for p in reversed(nodes):
+        p._flags &= ~(VISITED | DONE)
+        _local_grads(p)
 
 
 # ---------------------------------------------------------------------------------
@@ -460,6 +471,7 @@ class Tape:
             raise TypeError("Tape() needs a Value, not %s" % type(root).__name__)
         order = []
         _record(root, order, False)
+        _unmark(order)
         self.order = order      # every recorded node, children first
         self._root = root       # the recorded root (the loss)
         # nodes whose rules can raise (POWC, POW, LOG): checked before backward changes anything
