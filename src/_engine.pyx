@@ -7,12 +7,14 @@ codes, the same rules in the same order, the same iterative topological walk.
 Where upstream micrograd gives every node a Python ``set`` of children and a
 ``_backward`` closure, here a node is a 64-byte C struct: two child pointers, an op
 code and one constant. The op code selects both the forward rule (``_forward``) and
-the local-gradient rule (``_local_grads``); the two are written side by side below.
+the local gradients (``_partials``); the two are written side by side below.
 """
 cimport cython
 from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
 from libc.math cimport pow, exp, log, tanh, floor, isfinite, isinf
-from libc.stdlib cimport realloc, free
+from libc.stdlib cimport calloc, realloc, free
+from libc.string cimport memset
+import weakref
 
 cdef extern from "Python.h":
     Py_ssize_t Py_REFCNT(PyObject* o)
@@ -40,6 +42,7 @@ cdef enum:
     DONE = 2         # appended to the current walk's tape (cleared when it ends)
     INT_EXP = 4      # POWC's exponent was an int: _op shows '**2', not '**2.0'
     HAS_EXTRA = 8    # this node has an entry in _extras (label, hand-built _op/_children)
+    TAPED = 16       # an op node recorded by a live Tape (its data may live in the tape)
 
 # Rare per-node data lives here, keyed by id(node), so that the common node stays 64
 # bytes: {id: [label, op string or None, children tuple or None]}. Only str labels are
@@ -89,82 +92,79 @@ cdef inline double _sigmoid(double x) noexcept:
 
 
 # ---------------------------------------------------------------------------------
-# The rule book: forward rule and local-gradient rule of every op, side by side.
+# The rule book: each op's forward rule and its local gradients, side by side.
+# Both work on plain doubles, so eager backward() (on Value fields) and Tape replay
+# (on dense arrays) share them. x is the first operand's data; y is the second
+# operand's data, or POWC's constant exponent, or 0.0 for unary ops.
 # ---------------------------------------------------------------------------------
-cdef inline double _forward(int op, double a, double b, double c) except? -1.0:
-    """out.data from the operands' data (b: second operand, c: constant exponent)."""
+cdef inline double _forward(int op, double x, double y) except? -1.0:
+    """out.data."""
     if op == ADD:
-        return a + b
+        return x + y
     elif op == MUL:
-        return a * b
-    elif op == POWC:
-        return _pow(a, c)
-    elif op == POW:
-        return _pow(a, b)
+        return x * y
+    elif op == POWC or op == POW:
+        return _pow(x, y)
     elif op == RELU:
-        return 0.0 if a < 0.0 else a
+        return 0.0 if x < 0.0 else x
     elif op == TANH:
-        return tanh(a)
+        return tanh(x)
     elif op == EXP:
-        return _exp(a)
+        return _exp(x)
     elif op == LOG:
-        return _log(a)
+        return _log(x)
     elif op == SIGMOID:
-        return _sigmoid(a)
+        return _sigmoid(x)
     raise AssertionError("no forward rule for op %d" % op)
 
 
-cdef inline void _local_grads(Value out) noexcept:
-    """Chain rule for one node: add out.grad * d(out)/d(operand) to each operand's grad.
+cdef inline void _partials(int op, double x, double y, double out,
+                           double* dx, double* dy) noexcept:
+    """d(out)/dx and d(out)/dy: what the chain rule multiplies out.grad by.
 
-    Never raises: the cases where Python would (0 ** negative, log of 0) are caught
-    beforehand by _check_local_grads, so that a failing backward() changes nothing.
+    Never raises: the inputs where Python would (0 ** negative, 1/0) are rejected
+    first by _check_partials, so that a failing backward changes no grad.
     """
-    # Operands are read in place as out._a / out._b: a typed local would cost an
-    # incref/decref pair per node.
-    cdef int op = out._code
-    cdef double t
+    dy[0] = 0.0
     if op == ADD:
-        out._a.grad += out.grad
-        out._b.grad += out.grad
+        dx[0] = 1.0
+        dy[0] = 1.0
     elif op == MUL:
-        out._a.grad += out._b.data * out.grad
-        out._b.grad += out._a.data * out.grad
-    elif op == POWC:
-        out._a.grad += (out._c * pow(out._a.data, out._c - 1.0)) * out.grad
+        dx[0] = y
+        dy[0] = x
+    elif op == POWC:                    # y is a constant: no gradient for it
+        dx[0] = y * pow(x, y - 1.0)
     elif op == POW:
-        out._a.grad += (out._b.data * pow(out._a.data, out._b.data - 1.0)) * out.grad
-        if out._a.data != 0.0:   # 0 ** b is flat in b (for b > 0): no exponent gradient
-            out._b.grad += (out.data * log(out._a.data)) * out.grad
+        dx[0] = y * pow(x, y - 1.0)
+        if x != 0.0:                    # 0 ** y is flat in y (for y > 0)
+            dy[0] = out * log(x)
     elif op == RELU:
-        out._a.grad += (out.data > 0.0) * out.grad
+        dx[0] = out > 0.0
     elif op == TANH:
-        t = out.data
-        out._a.grad += (1.0 - t * t) * out.grad
+        dx[0] = 1.0 - out * out
     elif op == EXP:
-        out._a.grad += out.data * out.grad
+        dx[0] = out
     elif op == LOG:
-        out._a.grad += out.grad / out._a.data
+        dx[0] = 1.0 / x
     elif op == SIGMOID:
-        t = out.data
-        out._a.grad += t * (1.0 - t) * out.grad
-    # LEAF and CUSTOM have no rule (upstream: `_backward = lambda: None`)
+        dx[0] = out * (1.0 - out)
+    else:                               # LEAF and CUSTOM have no rule
+        dx[0] = 0.0
 
 
-cdef int _check_local_grads(Value out) except -1:
-    """Raise what Python would raise while applying out's local rule (rules read the
-    operands' current data, which users may have changed since the forward pass)."""
-    cdef int op = out._code
-    cdef double a
-    if op == POWC:
-        _pow(out._a.data, out._c - 1.0)
-    elif op == POW:
-        a = out._a.data
-        _pow(a, out._b.data - 1.0)
-        if a < 0.0:
+cdef inline bint _can_raise(int op) noexcept:
+    """Ops whose partials can raise (see _check_partials)."""
+    return op == POWC or op == POW or op == LOG
+
+
+cdef int _check_partials(int op, double x, double y) except -1:
+    """Raise what Python would raise computing op's partials at (x, y)."""
+    if op == POWC or op == POW:
+        _pow(x, y - 1.0)
+        if op == POW and x < 0.0:
             raise ValueError("math domain error: the exponent's gradient needs "
-                             "log(base), and the base %r is negative" % a)
-    elif op == LOG and out._a.data == 0.0:
+                             "log(base), and the base %r is negative" % x)
+    elif op == LOG and x == 0.0:
         raise ZeroDivisionError("float division by zero")
     return 0
 
@@ -202,7 +202,7 @@ cdef inline void _defer_free(PyObject* child) noexcept:
 # ---------------------------------------------------------------------------------
 @cython.final        # no subclasses: attribute access and calls bind statically
 @cython.no_gc        # children are always older nodes, so no cycle can exist: skip the GC
-@cython.freelist(1024)   # reuse freed nodes' memory: a training loop frees and rebuilds each step
+@cython.freelist(65536)  # reuse freed nodes: a training step frees and rebuilds ~66k of them
 cdef class Value:
     """A scalar and its gradient, as in micrograd (see the README for the differences)."""
     cdef public double data     # forward value (always a C double)
@@ -211,7 +211,9 @@ cdef class Value:
     cdef Value _b               # second operand, None for unary ops and POWC
     cdef double _c              # POWC's exponent; unused by other ops
     cdef unsigned char _code    # op code: selects the forward and the local-gradient rule
-    cdef unsigned char _flags   # VISITED | DONE | INT_EXP | HAS_EXTRA bits
+    cdef unsigned char _flags   # VISITED | DONE | INT_EXP | HAS_EXTRA | TAPED bits
+    cdef unsigned int _slot     # scratch: this node's slot in the Tape being recorded
+    # (data..._slot fill the 64 bytes after the 16-byte object header; no GC header)
 
     def __init__(self, data, _children=(), _op='', label=''):
         self.data = data          # TypeError for str, None, ... as float() would give
@@ -312,18 +314,23 @@ cdef class Value:
     # -- gradients --------------------------------------------------------------------
     def backward(self):
         """Set self.grad to 1 and accumulate d(self)/d(v) into every v below it."""
+        _sync_tapes()
         _record(self, &_order, True)
         self.grad = 1.0
         _accumulate(_order.items, _order.n)
 
     def _backward(self):
         """Apply this node's local-gradient rule once (as upstream's closure does)."""
-        _check_local_grads(self)
-        _local_grads(self)
+        _sync_tapes()
+        if _can_raise(self._code):
+            _check_partials(self._code, self._a.data, _y(self))
+        _chain(self)
 
     # -- what upstream exposes as attributes --------------------------------------------
     @property
     def _prev(self):
+        if self._flags & TAPED:
+            _observe()
         if self._code == CUSTOM:
             return set(_get_extra(self, 2))
         if self._a is None:
@@ -356,6 +363,8 @@ cdef class Value:
         return f"Value(data={self.data}, grad={self.grad})"
 
     def __reduce__(self):
+        if self._flags & TAPED:
+            _observe()
         extra = tuple(_extras[id(self)]) if self._flags & HAS_EXTRA else None
         return (_rebuild, (self.data, self.grad, self._code, self._a, self._b, self._c,
                            self._flags & INT_EXP, extra))
@@ -408,20 +417,16 @@ cdef inline Value _leaf(double data):
 
 
 cdef inline Value _binary(int op, Value a, Value b):
-    return _node(_forward(op, a.data, b.data, 0.0), op, a, b, 0.0)
+    return _node(_forward(op, a.data, b.data), op, a, b, 0.0)
 
 
 cdef inline Value _unary(int op, Value a):
-    return _node(_forward(op, a.data, 0.0, 0.0), op, a, None, 0.0)
-
-
-cdef inline double _data_or_zero(Value v) noexcept:
-    return v.data if v is not None else 0.0
+    return _node(_forward(op, a.data, 0.0), op, a, None, 0.0)
 
 
 cdef Value _powc(Value a, object exponent):
     cdef double c = _as_double(exponent)
-    cdef Value v = _node(_forward(POWC, a.data, 0.0, c), POWC, a, None, c)
+    cdef Value v = _node(_forward(POWC, a.data, c), POWC, a, None, c)
     if isinstance(exponent, int):
         v._flags = INT_EXP
     return v
@@ -490,11 +495,6 @@ cdef inline int _push(_Buf* buf, PyObject* v) except -1:
     return 0
 
 
-cdef inline bint _can_raise(int op) noexcept:
-    """Ops whose local-gradient rule can raise (see _check_local_grads)."""
-    return op == POWC or op == POW or op == LOG
-
-
 cdef int _record(Value root, _Buf* order, bint check) except -1:
     """Fill order with every node below root, each after all its operands (post-order DFS).
 
@@ -533,7 +533,7 @@ cdef int _record(Value root, _Buf* order, bint check) except -1:
                     (<Value>p)._flags |= DONE
                     _push(order, p)
                     if check and _can_raise((<Value>p)._code):
-                        _check_local_grads(<Value>p)
+                        _check_partials((<Value>p)._code, (<Value>p)._a.data, _y(<Value>p))
     except BaseException:
         _unmark(order.items, order.n)
         _unmark(stack.items, stack.n)
@@ -551,6 +551,22 @@ cdef extern from *:
     void __builtin_prefetch(const void* addr) nogil   # GCC/Clang: start loading a cache line
 
 
+cdef inline double _y(Value v) noexcept:
+    """The y of v's rule: second operand's data, POWC's exponent, or 0.0 (unary)."""
+    return v._b.data if v._b is not None else v._c
+
+
+cdef inline void _chain(Value out) noexcept:
+    """Apply out's local rule: add out.grad * d(out)/d(operand) to each operand's grad."""
+    cdef double dx, dy
+    if out._a is None:          # LEAF or CUSTOM: no rule
+        return
+    _partials(out._code, out._a.data, _y(out), out.data, &dx, &dy)
+    out._a.grad += dx * out.grad
+    if out._b is not None:
+        out._b.grad += dy * out.grad
+
+
 cdef void _accumulate(PyObject** nodes, Py_ssize_t n) noexcept:
     """Apply every local rule, root first (reversed topological order); clear the marks."""
     cdef Py_ssize_t i
@@ -560,48 +576,260 @@ cdef void _accumulate(PyObject** nodes, Py_ssize_t n) noexcept:
             __builtin_prefetch(nodes[i - 8])    # large graphs: hide the cache miss
         p = nodes[i]
         (<Value>p)._flags &= ~(VISITED | DONE)
-        _local_grads(<Value>p)
+        _chain(<Value>p)
 
 
 # ---------------------------------------------------------------------------------
-# Tape: record a graph once, then replay forward and backward in C.
+# Tape: record a graph once, then replay forward and backward over dense C arrays.
+#
+# Recording numbers every node with a slot: leaves first, then op nodes in
+# topological order, then constants (0.0 for unary ops' y, POWC exponents). Op k
+# writes slot n_leaves + k from slots x[k] and y[k]. Replay touches only the arrays,
+# not the 64-byte nodes; values are copied back into the Values a user still holds
+# (the root, a list of scores...). The other op nodes can only be reached through
+# _prev, pickling, Tape.nodes or an eager backward(): those first sync every stale
+# tape into its nodes, and after _prev/pickling/Tape.nodes every replay writes all
+# of its nodes back (the user may now hold any of them).
 # ---------------------------------------------------------------------------------
+cdef Py_ssize_t _n_stale = 0     # live tapes whose nodes lag behind their arrays
+cdef bint _observed = False      # internals of a live tape were reached: write all back
+_live_tapes = weakref.WeakSet()
+
+
+cdef void _sync_tapes() except *:
+    """Copy every stale tape's arrays into its nodes (before Python can read them)."""
+    if _n_stale:
+        for tape in list(_live_tapes):
+            (<Tape>tape)._sync()
+
+
+cdef void _observe() except *:
+    """A tape's inner nodes become reachable from Python: keep them all up to date."""
+    global _observed
+    _sync_tapes()
+    _observed = True
+
+
+cdef void* _alloc(Py_ssize_t n, size_t size) except NULL:
+    cdef void* p = calloc(n if n > 0 else 1, size)
+    if p == NULL:
+        raise MemoryError()
+    return p
+
+
 @cython.final
 cdef class Tape:
     """The graph below a root, recorded in topological order for replay.
 
-    forward() recomputes every node from the leaves' current data; backward() gives
-    the gradients loss.backward() would give on a freshly built graph.
+    forward() recomputes every node from the leaves' current data and returns the
+    root's; backward() gives the gradients root.backward() would give on a freshly
+    built graph. Python control flow is frozen at record time; data-dependent ops
+    (relu's branch, ...) are re-evaluated on every replay.
     """
-    cdef _Buf order          # owned references to every recorded node, children first
-    cdef _Buf checked        # the recorded nodes whose rules can raise (POWC, POW, LOG)
-    cdef Value _root         # the recorded root (the loss)
+    cdef PyObject** _nodes      # owned: the Value recorded in slot s (s < n_leaves + n_ops)
+    cdef Py_ssize_t n_leaves    # slots [0, n_leaves): leaves, read by every forward()
+    cdef Py_ssize_t n_ops       # slots [n_leaves, n_leaves + n_ops): op nodes, children first
+    cdef Py_ssize_t n_slots     # all slots, constants included
+    cdef Py_ssize_t root_slot   # the root's slot
+    cdef unsigned char* op      # op k: its op code...
+    cdef int* x                 # ...its first operand's slot...
+    cdef int* y                 # ...and its second operand's (or a constant's) slot
+    cdef double* val            # data of every slot
+    cdef double* grd            # grad of every slot
+    cdef int* held              # op slots whose Values the user holds: written back always
+    cdef Py_ssize_t n_held
+    cdef int* checked           # ops whose partials can raise (POWC, POW, LOG)
+    cdef Py_ssize_t n_checked
+    cdef bint stale_data        # op nodes' Value.data lag behind val
+    cdef bint stale_grad        # op nodes' Value.grad lag behind grd
+    cdef Value _root
+    cdef object __weakref__     # for _live_tapes
 
     def __init__(self, Value root not None):
-        cdef Py_ssize_t i
+        cdef Py_ssize_t i, k, s, n, n_leaves = 0, n_powc = 0
         cdef PyObject* p
-        if self._root is not None:
+        cdef Value v
+        cdef int* refs
+        if self._nodes != NULL:
             raise RuntimeError("Tape is already initialised")
+        _sync_tapes()                   # the nodes' data seed the arrays
         _record(root, &_order, False)
         _unmark(_order.items, _order.n)
-        for i in range(_order.n):       # copy the scratch order, owning each node
+        n = _order.n
+        if n >= 2**31 - 2 - n:
+            raise OverflowError("graph too large for a Tape (slots are C ints)")
+        for i in range(n):
             p = _order.items[i]
+            if (<Value>p)._a is None:   # LEAF, or CUSTOM (its data is taken as given)
+                n_leaves += 1
+            elif (<Value>p)._code == POWC:
+                n_powc += 1
+        self.n_leaves = n_leaves
+        self.n_ops = n - n_leaves
+        self.n_slots = n + 1 + n_powc
+        self._nodes = <PyObject**>_alloc(n, sizeof(PyObject*))
+        self.op = <unsigned char*>_alloc(self.n_ops, sizeof(unsigned char))
+        self.x = <int*>_alloc(self.n_ops, sizeof(int))
+        self.y = <int*>_alloc(self.n_ops, sizeof(int))
+        self.val = <double*>_alloc(self.n_slots, sizeof(double))
+        self.grd = <double*>_alloc(self.n_slots, sizeof(double))
+        self.held = <int*>_alloc(self.n_ops, sizeof(int))
+        self.checked = <int*>_alloc(self.n_ops, sizeof(int))
+        # slots: leaves first, then op nodes, both in topological order
+        k = 0
+        for i in range(n):
+            p = _order.items[i]
+            s = k if (<Value>p)._a is None else n_leaves + (i - k)
+            if (<Value>p)._a is None:
+                k += 1
+            (<Value>p)._slot = s
             Py_INCREF(<object>p)
-            _push(&self.order, p)
-            if _can_raise((<Value>p)._code):
-                _push(&self.checked, p)
+            self._nodes[s] = p
+            self.val[s] = (<Value>p).data
+            self.grd[s] = (<Value>p).grad
+        # instructions; constants go after the nodes: slot n is 0.0, then POWC exponents
+        s = n + 1
+        for k in range(self.n_ops):
+            v = <Value>self._nodes[n_leaves + k]
+            v._flags |= TAPED
+            self.op[k] = v._code
+            self.x[k] = v._a._slot
+            if v._b is not None:
+                self.y[k] = v._b._slot
+            elif v._code == POWC:
+                self.val[s] = v._c
+                self.y[k] = s
+                s += 1
+            else:
+                self.y[k] = n
+            if _can_raise(v._code):
+                self.checked[self.n_checked] = k
+                self.n_checked += 1
+        # Which op nodes does the user hold? Those with more references than the graph
+        # (one per parent) plus this tape account for. The root always counts as held.
+        refs = <int*>_alloc(n, sizeof(int))
+        for k in range(self.n_ops):
+            refs[self.x[k]] += 1
+            if (<Value>self._nodes[n_leaves + k])._b is not None:
+                refs[self.y[k]] += 1
+        for s in range(n_leaves, n):
+            if Py_REFCNT(self._nodes[s]) > refs[s] + 1 or self._nodes[s] == <PyObject*>root:
+                self.held[self.n_held] = s
+                self.n_held += 1
+        free(refs)
+        self.root_slot = root._slot
         self._root = root
+        _live_tapes.add(self)
 
     def __dealloc__(self):
-        cdef Py_ssize_t i
-        # root first: each node's operands are still held here, so nothing recurses
-        for i in range(self.order.n - 1, -1, -1):
-            Py_DECREF(<object>self.order.items[i])
-        free(self.order.items)
-        free(self.checked.items)
+        cdef Py_ssize_t s
+        if self._nodes == NULL:
+            return
+        self._sync()
+        self._untag()
+        # op nodes root first, then leaves: every node's operands are still held
+        # here when it is released, so releasing never recurses
+        for s in range(self.n_leaves + self.n_ops - 1, -1, -1):
+            Py_DECREF(<object>self._nodes[s])
+        free(self._nodes)
+        free(self.op)
+        free(self.x)
+        free(self.y)
+        free(self.val)
+        free(self.grd)
+        free(self.held)
+        free(self.checked)
+
+    cdef void _untag(self) noexcept:
+        """Clear TAPED on this tape's op nodes, keeping it where another tape has them."""
+        global _observed
+        cdef Py_ssize_t s
+        for s in range(self.n_leaves, self.n_leaves + self.n_ops):
+            (<Value>self._nodes[s])._flags &= ~TAPED
+        for tape in _live_tapes:
+            if tape is not self:
+                (<Tape>tape)._tag()
+        if not len(_live_tapes):
+            _observed = False
+
+    cdef void _tag(self) noexcept:
+        cdef Py_ssize_t s
+        for s in range(self.n_leaves, self.n_leaves + self.n_ops):
+            (<Value>self._nodes[s])._flags |= TAPED
+
+    cdef void _sync(self) noexcept:
+        """Write the op slots' data and grads back into their Values."""
+        global _n_stale
+        cdef Py_ssize_t s
+        if not (self.stale_data or self.stale_grad):
+            return
+        for s in range(self.n_leaves, self.n_leaves + self.n_ops):
+            if self.stale_data:
+                (<Value>self._nodes[s]).data = self.val[s]
+            if self.stale_grad:
+                (<Value>self._nodes[s]).grad = self.grd[s]
+        self.stale_data = self.stale_grad = False
+        _n_stale -= 1
+
+    cdef void _mark_stale(self, bint data) noexcept:
+        global _n_stale
+        if not (self.stale_data or self.stale_grad):
+            _n_stale += 1
+        if data:
+            self.stale_data = True
+        else:
+            self.stale_grad = True
+
+    def forward(self):
+        """Recompute every node from the leaves' current data; return the root's data."""
+        cdef Py_ssize_t s, k, base = self.n_leaves
+        cdef double* val = self.val
+        for s in range(base):
+            val[s] = (<Value>self._nodes[s]).data
+        for k in range(self.n_ops):
+            val[base + k] = _forward(self.op[k], val[self.x[k]], val[self.y[k]])
+        if _observed:
+            for s in range(base, base + self.n_ops):
+                (<Value>self._nodes[s]).data = val[s]
+        else:
+            for k in range(self.n_held):
+                s = self.held[k]
+                (<Value>self._nodes[s]).data = val[s]
+            self._mark_stale(True)
+        return val[self.root_slot]
+
+    def backward(self):
+        """Gradients of the root, as root.backward() on a freshly built graph: op nodes'
+        grads restart from 0, the root's is 1, leaves' grads accumulate."""
+        cdef Py_ssize_t s, k, base = self.n_leaves
+        cdef double* val = self.val
+        cdef double* grd = self.grd
+        cdef double g, dx, dy
+        for s in range(self.n_checked):         # raise before any grad changes
+            k = self.checked[s]
+            _check_partials(self.op[k], val[self.x[k]], val[self.y[k]])
+        for s in range(base):
+            grd[s] = (<Value>self._nodes[s]).grad
+        memset(grd + base, 0, (self.n_slots - base) * sizeof(double))
+        grd[self.root_slot] = 1.0
+        for k in range(self.n_ops - 1, -1, -1):
+            g = grd[base + k]
+            _partials(self.op[k], val[self.x[k]], val[self.y[k]], val[base + k], &dx, &dy)
+            grd[self.x[k]] += dx * g
+            grd[self.y[k]] += dy * g            # unary ops: lands in a constant's slot
+        for s in range(base):
+            (<Value>self._nodes[s]).grad = grd[s]
+        if _observed:
+            for s in range(base, base + self.n_ops):
+                (<Value>self._nodes[s]).grad = grd[s]
+        else:
+            for k in range(self.n_held):
+                s = self.held[k]
+                (<Value>self._nodes[s]).grad = grd[s]
+            self._mark_stale(False)
 
     def __len__(self):
-        return self.order.n
+        return self.n_leaves + self.n_ops
 
     @property
     def root(self):
@@ -610,36 +838,13 @@ cdef class Tape:
     @property
     def leaves(self):
         """The recorded nodes without a rule (parameters, inputs, constants), in order."""
-        return [v for v in self.nodes if v._code == LEAF or v._code == CUSTOM]
+        return [<Value>self._nodes[s] for s in range(self.n_leaves)]
 
     @property
     def nodes(self):
-        """Every recorded node, in topological order (operands before their results)."""
-        return [<Value>self.order.items[i] for i in range(self.order.n)]
-
-    def forward(self):
-        """Recompute every node from the leaves' current data; return the root's data."""
-        cdef Py_ssize_t i
-        cdef PyObject* p
-        for i in range(self.order.n):
-            p = self.order.items[i]
-            if (<Value>p)._code != LEAF and (<Value>p)._code != CUSTOM:
-                (<Value>p).data = _forward((<Value>p)._code, (<Value>p)._a.data,
-                                           _data_or_zero((<Value>p)._b), (<Value>p)._c)
-        return self._root.data
-
-    def backward(self):
-        """Zero the recorded non-leaf grads, set the root's grad to 1, accumulate."""
-        cdef Py_ssize_t i
-        cdef PyObject* p
-        for i in range(self.checked.n):
-            _check_local_grads(<Value>self.checked.items[i])
-        for i in range(self.order.n):
-            p = self.order.items[i]
-            if (<Value>p)._code != LEAF and (<Value>p)._code != CUSTOM:
-                (<Value>p).grad = 0.0
-        self._root.grad = 1.0
-        _accumulate(self.order.items, self.order.n)
+        """Every recorded node, leaves first, then op nodes in topological order."""
+        _observe()
+        return [<Value>self._nodes[s] for s in range(self.n_leaves + self.n_ops)]
 
     def __repr__(self):
-        return "Tape(%d nodes, %d leaves)" % (len(self), len(self.leaves))
+        return "Tape(%d nodes, %d leaves)" % (len(self), self.n_leaves)

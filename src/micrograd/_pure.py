@@ -64,80 +64,79 @@ def _sigmoid(x):
 
 
 # ---------------------------------------------------------------------------------
-# The rule book: forward rule and local-gradient rule of every op, side by side.
+# The rule book: each op's forward rule and its local gradients, side by side.
+# Both work on plain floats, so eager backward() (on Value fields) and Tape replay
+# (on dense lists) share them. x is the first operand's data; y is the second
+# operand's data, or POWC's constant exponent, or 0.0 for unary ops.
 # ---------------------------------------------------------------------------------
-def _forward(op, a, b, c):
-    """out.data from the operands' data (b: second operand, c: constant exponent)."""
+def _forward(op, x, y):
+    """out.data."""
     if op == ADD:
-        return a + b
+        return x + y
     elif op == MUL:
-        return a * b
-    elif op == POWC:
-        return _pow(a, c)
-    elif op == POW:
-        return _pow(a, b)
+        return x * y
+    elif op == POWC or op == POW:
+        return _pow(x, y)
     elif op == RELU:
-        return 0.0 if a < 0.0 else a
+        return 0.0 if x < 0.0 else x
     elif op == TANH:
-        return math.tanh(a)
+        return math.tanh(x)
     elif op == EXP:
-        return _exp(a)
+        return _exp(x)
     elif op == LOG:
-        return _log(a)
+        return _log(x)
     elif op == SIGMOID:
-        return _sigmoid(a)
+        return _sigmoid(x)
     raise AssertionError("no forward rule for op %d" % op)
 
 
-def _local_grads(out):
-    """Chain rule for one node: add out.grad * d(out)/d(operand) to each operand's grad.
+def _partials(op, x, y, out):
+    """(d(out)/dx, d(out)/dy): what the chain rule multiplies out.grad by.
 
-    Never raises: the cases where Python would (0 ** negative, log of 0) are caught
-    beforehand by _check_local_grads, so that a failing backward() changes nothing.
+    Never raises: the inputs where Python would (0 ** negative, 1/0) are rejected
+    first by _check_partials, so that a failing backward changes no grad.
     """
-    a = out._a
-    b = out._b
-    op = out._code
+    dy = 0.0
     if op == ADD:
-        a.grad += out.grad
-        b.grad += out.grad
+        dx = 1.0
+        dy = 1.0
     elif op == MUL:
-        a.grad += b.data * out.grad
-        b.grad += a.data * out.grad
-    elif op == POWC:
-        a.grad += (out._c * a.data ** (out._c - 1.0)) * out.grad
+        dx = y
+        dy = x
+    elif op == POWC:                    # y is a constant: no gradient for it
+        dx = y * x ** (y - 1.0)
     elif op == POW:
-        a.grad += (b.data * a.data ** (b.data - 1.0)) * out.grad
-        if a.data != 0.0:   # 0 ** b is flat in b (for b > 0): no exponent gradient
-            b.grad += (out.data * math.log(a.data)) * out.grad
+        dx = y * x ** (y - 1.0)
+        if x != 0.0:                    # 0 ** y is flat in y (for y > 0)
+            dy = out * math.log(x)
     elif op == RELU:
-        a.grad += (out.data > 0.0) * out.grad
+        dx = float(out > 0.0)
     elif op == TANH:
-        t = out.data
-        a.grad += (1.0 - t * t) * out.grad
+        dx = 1.0 - out * out
     elif op == EXP:
-        a.grad += out.data * out.grad
+        dx = out
     elif op == LOG:
-        a.grad += out.grad / a.data
+        dx = 1.0 / x
     elif op == SIGMOID:
-        t = out.data
-        a.grad += t * (1.0 - t) * out.grad
-    # LEAF and CUSTOM have no rule (upstream: `_backward = lambda: None`)
+        dx = out * (1.0 - out)
+    else:                               # LEAF and CUSTOM have no rule
+        dx = 0.0
+    return dx, dy
 
 
-def _check_local_grads(out):
-    """Raise what Python would raise while applying out's local rule (rules read the
-    operands' current data, which users may have changed since the forward pass)."""
-    op = out._code
-    if op == POWC:
-        _pow(out._a.data, out._c - 1.0)
-    elif op == POW:
-        a = out._a.data
-        _pow(a, out._b.data - 1.0)
-        if a < 0.0:
+def _can_raise(op):
+    """Ops whose partials can raise (see _check_partials)."""
+    return op == POWC or op == POW or op == LOG
+
+
+def _check_partials(op, x, y):
+    """Raise what Python would raise computing op's partials at (x, y)."""
+    if op == POWC or op == POW:
+        _pow(x, y - 1.0)
+        if op == POW and x < 0.0:
             raise ValueError("math domain error: the exponent's gradient needs "
-                             "log(base), and the base %r is negative" % a)
-    elif op == LOG and out._a.data == 0.0:
+                             "log(base), and the base %r is negative" % x)
+    elif op == LOG and x == 0.0:
         raise ZeroDivisionError("float division by zero")
     return 0
 
@@ -156,6 +155,7 @@ class Value:
         '_code',    # op code: selects the forward and the local-gradient rule
         '_flags',   # VISITED | DONE | INT_EXP | HAS_EXTRA bits
         '_extra',   # [label, op string, children] or None (the C core: a side table)
+        '_slot',    # scratch: this node's slot in the Tape being recorded
     )
 
     def __init__(self, data, _children=(), _op='', label=''):
@@ -269,8 +269,9 @@ class Value:
 
     def _backward(self):
         """Apply this node's local-gradient rule once (as upstream's closure does)."""
-        _check_local_grads(self)
-        _local_grads(self)
+        if _can_raise(self._code):
+            _check_partials(self._code, self._a.data, _y(self))
+        _chain(self)
 
     # -- what upstream exposes as attributes --------------------------------------------
     @property
@@ -344,16 +345,16 @@ def _leaf(data):
 
 
 def _binary(op, a, b):
-    return _node(_forward(op, a.data, b.data, 0.0), op, a, b, 0.0)
+    return _node(_forward(op, a.data, b.data), op, a, b, 0.0)
 
 
 def _unary(op, a):
-    return _node(_forward(op, a.data, 0.0, 0.0), op, a, None, 0.0)
+    return _node(_forward(op, a.data, 0.0), op, a, None, 0.0)
 
 
 def _powc(a, exponent):
     c = _as_double(exponent)
-    v = _node(_forward(POWC, a.data, 0.0, c), POWC, a, None, c)
+    v = _node(_forward(POWC, a.data, c), POWC, a, None, c)
     if isinstance(exponent, int):
         v._flags = INT_EXP
     return v
@@ -399,11 +400,6 @@ def _set_extra(v, field, item):
 # The topological order ("tape"): an explicit stack and per-node marks replace
 # upstream's recursive build_topo and its visited set.
 # ---------------------------------------------------------------------------------
-def _can_raise(op):
-    """Ops whose local-gradient rule can raise (see _check_local_grads)."""
-    return op == POWC or op == POW or op == LOG
-
-
 def _record(root, order, check):
     """Fill order with every node below root, each after all its operands (post-order DFS).
 
@@ -436,7 +432,7 @@ def _record(root, order, check):
                     p._flags |= DONE
                     order.append(p)
                     if check and _can_raise(p._code):
-                        _check_local_grads(p)
+                        _check_partials(p._code, p._a.data, _y(p))
     except BaseException:
         _unmark(order)
         _unmark(stack)
@@ -449,21 +445,44 @@ def _unmark(nodes):
         p._flags &= ~(VISITED | DONE)
 
 
+def _y(v):
+    """The y of v's rule: second operand's data, POWC's exponent, or 0.0 (unary)."""
+    return v._b.data if v._b is not None else v._c
+
+
+def _chain(out):
+    """Apply out's local rule: add out.grad * d(out)/d(operand) to each operand's grad."""
+    if out._a is None:          # LEAF or CUSTOM: no rule
+        return
+    dx, dy = _partials(out._code, out._a.data, _y(out), out.data)
+    out._a.grad += dx * out.grad
+    if out._b is not None:
+        out._b.grad += dy * out.grad
+
+
 def _accumulate(nodes):
     """Apply every local rule, root first (reversed topological order); clear the marks."""
     for p in reversed(nodes):
         p._flags &= ~(VISITED | DONE)
-        _local_grads(p)
+        _chain(p)
 
 
 # ---------------------------------------------------------------------------------
-# Tape: record a graph once, then replay forward and backward.
+# Tape: record a graph once, then replay forward and backward over dense lists.
+#
+# Recording numbers every node with a slot: leaves first, then op nodes in
+# topological order, then constants (0.0 for unary ops' y, POWC exponents). Op k
+# writes slot n_leaves + k from slots x[k] and y[k]. The C core copies values back
+# only into the Values a user holds and syncs the rest on demand; the twin simply
+# writes every node back after each replay (same results, simpler, slower).
 # ---------------------------------------------------------------------------------
 class Tape:
     """The graph below a root, recorded in topological order for replay.
 
-    forward() recomputes every node from the leaves' current data; backward() gives
-    the gradients loss.backward() would give on a freshly built graph.
+    forward() recomputes every node from the leaves' current data and returns the
+    root's; backward() gives the gradients root.backward() would give on a freshly
+    built graph. Python control flow is frozen at record time; data-dependent ops
+    (relu's branch, ...) are re-evaluated on every replay.
     """
 
     def __init__(self, root):
@@ -472,13 +491,65 @@ class Tape:
         order = []
         _record(root, order, False)
         _unmark(order)
-        self.order = order      # every recorded node, children first
-        self._root = root       # the recorded root (the loss)
-        # nodes whose rules can raise (POWC, POW, LOG): checked before backward changes anything
-        self.checked = [v for v in order if v._code in (POWC, POW, LOG)]
+        leaves = [p for p in order if p._a is None]      # LEAF, or CUSTOM (data as given)
+        ops = [p for p in order if p._a is not None]
+        self._nodes = leaves + ops      # the Value recorded in slot s
+        self.n_leaves = len(leaves)     # slots [0, n_leaves): leaves, read by every forward()
+        self.n_ops = len(ops)           # then op nodes, children first
+        for s, p in enumerate(self._nodes):
+            p._slot = s
+        n = len(self._nodes)
+        self.val = [p.data for p in self._nodes] + [0.0]   # slot n: 0.0, unary ops' y
+        self.grd = [p.grad for p in self._nodes] + [0.0]
+        self.op, self.x, self.y, self.checked = [], [], [], []
+        for k, v in enumerate(ops):
+            self.op.append(v._code)
+            self.x.append(v._a._slot)
+            if v._b is not None:
+                self.y.append(v._b._slot)
+            elif v._code == POWC:
+                self.y.append(len(self.val))
+                self.val.append(v._c)
+                self.grd.append(0.0)
+            else:
+                self.y.append(n)
+            if _can_raise(v._code):
+                self.checked.append(k)
+        self.root_slot = root._slot
+        self._root = root
+
+    def forward(self):
+        """Recompute every node from the leaves' current data; return the root's data."""
+        base, val = self.n_leaves, self.val
+        for s in range(base):
+            val[s] = self._nodes[s].data
+        for k in range(self.n_ops):
+            val[base + k] = _forward(self.op[k], val[self.x[k]], val[self.y[k]])
+        for s in range(base, base + self.n_ops):
+            self._nodes[s].data = val[s]
+        return val[self.root_slot]
+
+    def backward(self):
+        """Gradients of the root, as root.backward() on a freshly built graph: op nodes'
+        grads restart from 0, the root's is 1, leaves' grads accumulate."""
+        base, val, grd = self.n_leaves, self.val, self.grd
+        for k in self.checked:                  # raise before any grad changes
+            _check_partials(self.op[k], val[self.x[k]], val[self.y[k]])
+        for s in range(base):
+            grd[s] = self._nodes[s].grad
+        for s in range(base, len(grd)):
+            grd[s] = 0.0
+        grd[self.root_slot] = 1.0
+        for k in range(self.n_ops - 1, -1, -1):
+            g = grd[base + k]
+            dx, dy = _partials(self.op[k], val[self.x[k]], val[self.y[k]], val[base + k])
+            grd[self.x[k]] += dx * g
+            grd[self.y[k]] += dy * g            # unary ops: lands in a constant's slot
+        for s in range(base + self.n_ops):
+            self._nodes[s].grad = grd[s]
 
     def __len__(self):
-        return len(self.order)
+        return self.n_leaves + self.n_ops
 
     @property
     def root(self):
@@ -487,30 +558,12 @@ class Tape:
     @property
     def leaves(self):
         """The recorded nodes without a rule (parameters, inputs, constants), in order."""
-        return [v for v in self.order if v._code == LEAF or v._code == CUSTOM]
+        return self._nodes[:self.n_leaves]
 
     @property
     def nodes(self):
-        """Every recorded node, in topological order (operands before their results)."""
-        return list(self.order)
-
-    def forward(self):
-        """Recompute every node from the leaves' current data; return the root's data."""
-        for v in self.order:
-            if v._code != LEAF and v._code != CUSTOM:
-                v.data = _forward(v._code, v._a.data,
-                                  v._b.data if v._b is not None else 0.0, v._c)
-        return self._root.data
-
-    def backward(self):
-        """Zero the recorded non-leaf grads, set the root's grad to 1, accumulate."""
-        for v in self.checked:
-            _check_local_grads(v)
-        for v in self.order:
-            if v._code != LEAF and v._code != CUSTOM:
-                v.grad = 0.0
-        self._root.grad = 1.0
-        _accumulate(self.order)
+        """Every recorded node, leaves first, then op nodes in topological order."""
+        return list(self._nodes)
 
     def __repr__(self):
-        return "Tape(%d nodes, %d leaves)" % (len(self), len(self.leaves))
+        return "Tape(%d nodes, %d leaves)" % (len(self), self.n_leaves)

@@ -87,15 +87,23 @@ class Demo:
         return total_loss.data, acc
 
     def tape_step(self, k, steps=100):
-        """The same step replayed from a Tape recorded on the first call."""
+        """The same step replayed from a Tape recorded on the first call.
+
+        The graph is frozen, so so are its parameters and labels: both are listed once.
+        """
         if self.tape is None:
             total_loss, _, self._scores = self.loss()
             self.tape = self.Tape(total_loss)
+            self._params = self.model.parameters()
+            self._positive = [bool(yi > 0) for yi in self.y]
         loss = self.tape.forward()
-        self.model.zero_grad()
+        for p in self._params:          # model.zero_grad()
+            p.grad = 0
         self.tape.backward()
-        self.update(k, steps)
-        acc = sum((yi > 0) == (s.data > 0) for yi, s in zip(self.y, self._scores)) / len(self.y)
+        learning_rate = 1.0 - 0.9*k/max(steps, 100)
+        for p in self._params:
+            p.data -= learning_rate * p.grad
+        acc = sum(pos == (s.data > 0) for pos, s in zip(self._positive, self._scores)) / len(self._scores)
         return loss, acc
 
     def train(self, steps=100, tape=False, callback=None):
