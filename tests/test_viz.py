@@ -1,0 +1,91 @@
+"""micrograd.draw_dot: upstream's trace_graph picture, walked without recursion."""
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("graphviz", reason="the graphviz Python package (the viz extra) is not installed")
+
+import micrograd  # noqa: E402
+from micrograd import Value  # noqa: E402
+from micrograd import viz  # noqa: E402
+
+needs_dot = pytest.mark.skipif(
+    shutil.which("dot") is None,
+    reason="graphviz's `dot` program is not on PATH (apt-get install graphviz)")
+
+
+def lecture_graph():
+    """The graph of Karpathy's lecture: L = (a*b + c) * f."""
+    a = Value(2.0, label="a")
+    b = Value(-3.0, label="b")
+    c = Value(10.0, label="c")
+    e = a * b
+    e.label = "e"
+    d = e + c
+    d.label = "d"
+    f = Value(-2.0, label="f")
+    L = d * f
+    L.label = "L"
+    L.backward()
+    return L
+
+
+def svg_texts(dot):
+    svg = dot.pipe(format="svg").decode()
+    assert svg.lstrip().startswith("<?xml") and "<svg" in svg
+    return [t.replace("&#45;", "-") for t in re.findall(r">([^<]*)</text>", svg)]
+
+
+@needs_dot
+def test_lecture_graph_renders_to_svg():
+    dot = micrograd.draw_dot(lecture_graph())
+    texts = svg_texts(dot)
+    for label in "abcedfL":
+        assert label in texts
+    # data and grad of every node, %.4f as upstream
+    for data, grad in [(2, 6), (-3, -4), (10, -2), (-6, -2), (4, -2), (-2, 4), (-8, 1)]:
+        assert "data %.4f" % data in texts and "grad %.4f" % grad in texts
+    assert texts.count("*") == 2 and texts.count("+") == 1     # one op node per result
+    assert len(dot.body) == 7 + 3 * 2 + 6                      # 7 values, 3 ops (+edge), 6 edges
+
+
+@needs_dot
+def test_rankdir_and_awkward_labels():
+    x = Value(1.5, label='x|{y} <z> "q"')
+    y = (x ** 2).tanh() / x - 1
+    texts = svg_texts(viz.draw_dot(y, rankdir="TB"))
+    assert 'x|{y} &lt;z&gt; &quot;q&quot;' in texts            # escaped, shown verbatim
+    assert {"**2", "**-1", "tanh", "+", "*"} <= set(texts)
+
+
+def test_deep_chain_builds_without_recursion(monkeypatch):
+    monkeypatch.setattr(viz.shutil, "which", lambda name: "/usr/bin/dot")  # no render here
+    v = Value(1.0)
+    for _ in range(5000):
+        v = v + 1.0
+    dot = viz.draw_dot(v)
+    nodes, edges = viz.trace(v)
+    assert len(nodes) == 10001 and len(edges) == 10000
+    assert sum('shape=record' in line for line in dot.body) == 10001
+
+
+def test_bad_rankdir():
+    with pytest.raises(ValueError, match="rankdir must be 'LR' or 'TB'"):
+        viz.draw_dot(Value(1.0), rankdir="RL")
+
+
+def test_missing_dot_program_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(viz.shutil, "which", lambda name: None)
+    with pytest.raises(RuntimeError, match="'dot' program is not on PATH: apt-get install graphviz"):
+        viz.draw_dot(Value(1.0))
+
+
+def test_missing_graphviz_package_names_the_extra():
+    code = ("import sys; sys.modules['graphviz'] = None\n"
+            "try:\n    from micrograd import draw_dot\n"
+            "except ImportError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
+    assert "pip install 'micrograd-compiled[viz]'" in out
