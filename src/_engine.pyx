@@ -18,6 +18,8 @@ import weakref
 
 cdef extern from "Python.h":
     Py_ssize_t Py_REFCNT(PyObject* o)
+    void* Py_TYPE(PyObject* o)
+    void PyType_Modified(type t)
 
 # ---------------------------------------------------------------------------------
 # Op codes. One byte per node selects its forward rule and its local-gradient rule.
@@ -170,31 +172,105 @@ cdef int _check_partials(int op, double x, double y) except -1:
 
 
 # ---------------------------------------------------------------------------------
+# Allocating and freeing nodes: Value's tp_alloc and tp_dealloc, written here and
+# installed into the type below (Cython's generated pair does more than a node needs).
+#
 # Freeing: a deep chain must not free itself by C recursion (tp_dealloc calling
-# tp_dealloc a million times overflows the C stack). A node being freed hands the
-# children it solely owns to this stack; the outermost dealloc drains it in a loop.
+# tp_dealloc a million times overflows the C stack). A dying node hands the children
+# it was the last owner of to the _pending stack; the outermost dealloc drains it.
+# Memory: freed nodes go to a freelist sized for a training step (~66k nodes), so the
+# next step's graph is built without calling the allocator.
 # ---------------------------------------------------------------------------------
-cdef PyObject** _pending = NULL
+cdef extern from "Python.h":
+    ctypedef struct _TypeSlots "PyTypeObject":     # the slots we read or replace
+        Py_ssize_t tp_basicsize
+        unsigned long tp_flags
+        void (*tp_dealloc)(PyObject*)
+        PyObject* (*tp_alloc)(_TypeSlots*, Py_ssize_t)
+    PyObject* _generic_alloc "PyType_GenericAlloc"(_TypeSlots*, Py_ssize_t)
+    void Py_SET_TYPE(PyObject*, _TypeSlots*)
+    void Py_SET_REFCNT(PyObject*, Py_ssize_t)
+    void _free_object "PyObject_Free"(void*)
+    void _fetch_error "PyErr_Fetch"(PyObject**, PyObject**, PyObject**)
+    void _restore_error "PyErr_Restore"(PyObject*, PyObject*, PyObject*)
+    void _decref "Py_DECREF"(PyObject*)
+    unsigned long Py_TPFLAGS_HEAPTYPE
+
+cdef enum:
+    FREELIST_SIZE = 65536
+
+cdef PyObject* _freelist[FREELIST_SIZE]     # memory of freed nodes, ready for reuse
+cdef Py_ssize_t _n_free = 0
+cdef PyObject** _pending = NULL             # children whose last owner just died
 cdef Py_ssize_t _n_pending = 0
 cdef Py_ssize_t _cap_pending = 0
-cdef bint _draining = False
+cdef bint _draining = False                 # an outer dealloc is draining _pending
 
 
-cdef inline void _defer_free(PyObject* child) noexcept:
-    # child is passed as a raw pointer: a Value argument would be increfed for the call
+cdef PyObject* _value_alloc(_TypeSlots* tp, Py_ssize_t nitems) noexcept:
+    """tp_alloc: a zeroed node, from the freelist when possible."""
+    global _n_free
+    cdef PyObject* o
+    cdef Py_ssize_t i
+    if _n_free and not tp.tp_flags & Py_TPFLAGS_HEAPTYPE:
+        _n_free -= 1
+        o = _freelist[_n_free]
+        for i in range(tp.tp_basicsize // 8):   # zero it (a loop the compiler inlines)
+            (<unsigned long long*>o)[i] = 0
+        Py_SET_TYPE(o, tp)
+        Py_SET_REFCNT(o, 1)
+        return o
+    return _generic_alloc(tp, nitems)
+
+
+cdef inline void _release(PyObject* child) noexcept:
+    """Drop a dying node's reference to child without recursing into child's dealloc."""
     global _pending, _cap_pending, _n_pending
     cdef PyObject** grown
     if child == <PyObject*>None or Py_REFCNT(child) > 1:
-        return      # someone else keeps it alive: dropping our reference frees nothing
+        _decref(child)      # someone else keeps it alive: this frees nothing
+        return
     if _n_pending == _cap_pending:
         grown = <PyObject**>realloc(_pending, (2 * _cap_pending + 1024) * sizeof(PyObject*))
         if grown == NULL:
-            return  # out of memory: fall back to ordinary (recursive) freeing
+            _decref(child)  # out of memory: fall back to ordinary (recursive) freeing
+            return
         _pending = grown
         _cap_pending = 2 * _cap_pending + 1024
-    Py_INCREF(<object>child)
-    _pending[_n_pending] = child
+    _pending[_n_pending] = child     # our reference moves to the stack
     _n_pending += 1
+
+
+cdef void _drop_extra(PyObject* o) noexcept:
+    # A dealloc can run while an exception is being raised: keep it intact.
+    cdef PyObject *t, *v, *tb
+    _fetch_error(&t, &v, &tb)
+    try:
+        _extras.pop(<Py_ssize_t>o, None)     # keyed by id(node), i.e. its address
+    except BaseException:
+        pass
+    _restore_error(t, v, tb)
+
+
+cdef void _value_dealloc(PyObject* o) noexcept:
+    """tp_dealloc: release the children (iteratively), recycle the memory."""
+    global _draining, _n_pending, _n_free
+    if (<Value>o)._flags & HAS_EXTRA:
+        _drop_extra(o)
+    _release(<PyObject*>(<Value>o)._a)     # the dying node's two references
+    _release(<PyObject*>(<Value>o)._b)
+    if _n_free < FREELIST_SIZE and not (<_TypeSlots*>Py_TYPE(o)).tp_flags & Py_TPFLAGS_HEAPTYPE:
+        _freelist[_n_free] = o
+        _n_free += 1
+    else:
+        _free_object(o)
+    if _draining:
+        return
+    _draining = True
+    while _n_pending:
+        _n_pending -= 1
+        _decref(_pending[_n_pending])   # frees it: its dealloc pushes its children
+    _draining = False
 
 
 # ---------------------------------------------------------------------------------
@@ -202,7 +278,6 @@ cdef inline void _defer_free(PyObject* child) noexcept:
 # ---------------------------------------------------------------------------------
 @cython.final        # no subclasses: attribute access and calls bind statically
 @cython.no_gc        # children are always older nodes, so no cycle can exist: skip the GC
-@cython.freelist(65536)  # reuse freed nodes: a training step frees and rebuilds ~66k of them
 cdef class Value:
     """A scalar and its gradient, as in micrograd (see the README for the differences)."""
     cdef public double data     # forward value (always a C double)
@@ -369,23 +444,11 @@ cdef class Value:
         return (_rebuild, (self.data, self.grad, self._code, self._a, self._b, self._c,
                            self._flags & INT_EXP, extra))
 
-    def __dealloc__(self):
-        global _draining, _n_pending
-        cdef PyObject* p
-        if self._flags & HAS_EXTRA:
-            _extras.pop(id(self), None)
-        _defer_free(<PyObject*>self._a)
-        _defer_free(<PyObject*>self._b)
-        self._a = None          # the deferred children now live on in _pending only
-        self._b = None
-        if _draining:
-            return              # an outer dealloc is draining _pending
-        _draining = True
-        while _n_pending:
-            _n_pending -= 1
-            p = _pending[_n_pending]
-            Py_DECREF(<object>p)     # may free p, whose dealloc pushes its children
-        _draining = False
+
+# Install the allocator pair above (and tell CPython the type changed).
+(<_TypeSlots*>Value).tp_alloc = _value_alloc
+(<_TypeSlots*>Value).tp_dealloc = _value_dealloc
+PyType_Modified(Value)
 
 
 def _rebuild(data, grad, op, a, b, c, int_exp, extra):
