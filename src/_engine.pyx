@@ -52,7 +52,7 @@ cdef enum:
 cdef dict _extras = {}
 
 _OP_NAMES = {LEAF: '', ADD: '+', MUL: '*', POW: '**', RELU: 'ReLU', TANH: 'tanh',
-             EXP: 'exp', LOG: 'log', SIGMOID: 'sigmoid'}
+             EXP: 'exp', LOG: 'log', SIGMOID: 'sigmoid', CUSTOM: ''}
 
 
 # ---------------------------------------------------------------------------------
@@ -293,8 +293,12 @@ cdef class Value:
     def __init__(self, data, _children=(), _op='', label=''):
         self.data = data          # TypeError for str, None, ... as float() would give
         if _children:
+            _children = tuple(_children)
+            for child in _children:
+                if type(child) is not Value:
+                    raise TypeError("_children must be Values, not %s" % type(child).__name__)
             self._code = CUSTOM
-            _set_extra(self, 2, tuple(_children))
+            _set_extra(self, 2, _children)
         if _op:
             _set_extra(self, 1, str(_op))
         if label != '':
@@ -701,6 +705,8 @@ cdef class Tape:
     cdef double* grd            # grad of every slot
     cdef int* held              # op slots whose Values the user holds: written back always
     cdef Py_ssize_t n_held
+    cdef unsigned char* is_held # per slot: 1 if in held (sync leaves those alone: they are
+                                # current, and the user may have changed them since)
     cdef int* checked           # ops whose partials can raise (POWC, POW, LOG)
     cdef Py_ssize_t n_checked
     cdef bint stale_data        # op nodes' Value.data lag behind val
@@ -737,6 +743,7 @@ cdef class Tape:
         self.val = <double*>_alloc(self.n_slots, sizeof(double))
         self.grd = <double*>_alloc(self.n_slots, sizeof(double))
         self.held = <int*>_alloc(self.n_ops, sizeof(int))
+        self.is_held = <unsigned char*>_alloc(n, sizeof(unsigned char))
         self.checked = <int*>_alloc(self.n_ops, sizeof(int))
         # slots: leaves first, then op nodes, both in topological order
         k = 0
@@ -779,6 +786,7 @@ cdef class Tape:
             if Py_REFCNT(self._nodes[s]) > refs[s] + 1 or self._nodes[s] == <PyObject*>root:
                 self.held[self.n_held] = s
                 self.n_held += 1
+                self.is_held[s] = 1
         free(refs)
         self.root_slot = root._slot
         self._root = root
@@ -801,6 +809,7 @@ cdef class Tape:
         free(self.val)
         free(self.grd)
         free(self.held)
+        free(self.is_held)
         free(self.checked)
 
     cdef void _untag(self) noexcept:
@@ -821,12 +830,14 @@ cdef class Tape:
             (<Value>self._nodes[s])._flags |= TAPED
 
     cdef void _sync(self) noexcept:
-        """Write the op slots' data and grads back into their Values."""
+        """Write the op slots' data and grads back into the Values not held by the user."""
         global _n_stale
         cdef Py_ssize_t s
         if not (self.stale_data or self.stale_grad):
             return
         for s in range(self.n_leaves, self.n_leaves + self.n_ops):
+            if self.is_held[s]:
+                continue
             if self.stale_data:
                 (<Value>self._nodes[s]).data = self.val[s]
             if self.stale_grad:

@@ -30,7 +30,7 @@ INT_EXP = 4      # POWC's exponent was an int: _op shows '**2', not '**2.0'
 HAS_EXTRA = 8    # this node has extras (label, hand-built _op/_children)
 
 _OP_NAMES = {LEAF: '', ADD: '+', MUL: '*', POW: '**', RELU: 'ReLU', TANH: 'tanh',
-             EXP: 'exp', LOG: 'log', SIGMOID: 'sigmoid'}
+             EXP: 'exp', LOG: 'log', SIGMOID: 'sigmoid', CUSTOM: ''}
 
 
 # ---------------------------------------------------------------------------------
@@ -147,8 +147,8 @@ def _check_partials(op, x, y):
 class Value:
     """A scalar and its gradient, as in micrograd (see the README for the differences)."""
     __slots__ = (
-        'data',     # forward value
-        'grad',     # d(root)/d(self), accumulated by backward()
+        '_data',    # forward value (the `data` property: always a float)
+        '_grad',    # d(root)/d(self), accumulated by backward() (the `grad` property)
         '_a',       # first operand, None for a leaf
         '_b',       # second operand, None for unary ops and POWC
         '_c',       # POWC's exponent; unused by other ops
@@ -166,12 +166,33 @@ class Value:
         self._code = LEAF
         self._flags = 0
         if _children:
+            _children = tuple(_children)
+            for child in _children:
+                if type(child) is not Value:
+                    raise TypeError("_children must be Values, not %s" % type(child).__name__)
             self._code = CUSTOM
-            _set_extra(self, 2, tuple(_children))
+            _set_extra(self, 2, _children)
         if _op:
             _set_extra(self, 1, str(_op))
         if label != '':
             self.label = label
+
+    # data and grad are C doubles in the compiled core: assigning converts to float
+    @property
+    def data(self):
+        return self._data
+
+    @data.setter
+    def data(self, x):
+        self._data = x if type(x) is float else _as_double(x)
+
+    @property
+    def grad(self):
+        return self._grad
+
+    @grad.setter
+    def grad(self, x):
+        self._grad = x if type(x) is float else _as_double(x)
 
     # -- arithmetic (same graph shapes as upstream: a - b is a + (b * -1), ...) --------
     def __add__(self, other):
