@@ -857,11 +857,15 @@ cdef class Tape:
     def forward(self):
         """Recompute every node from the leaves' current data; return the root's data."""
         cdef Py_ssize_t s, k, base = self.n_leaves
+        # locals, not self.x[k]: a store to val[] could alias self's fields for the compiler
         cdef double* val = self.val
+        cdef unsigned char* op = self.op
+        cdef int* x = self.x
+        cdef int* y = self.y
         for s in range(base):
             val[s] = (<Value>self._nodes[s]).data
         for k in range(self.n_ops):
-            val[base + k] = _forward(self.op[k], val[self.x[k]], val[self.y[k]])
+            val[base + k] = _forward(op[k], val[x[k]], val[y[k]])
         if _observed:
             for s in range(base, base + self.n_ops):
                 (<Value>self._nodes[s]).data = val[s]
@@ -878,19 +882,22 @@ cdef class Tape:
         cdef Py_ssize_t s, k, base = self.n_leaves
         cdef double* val = self.val
         cdef double* grd = self.grd
+        cdef unsigned char* op = self.op
+        cdef int* x = self.x
+        cdef int* y = self.y
         cdef double g, dx, dy
         for s in range(self.n_checked):         # raise before any grad changes
             k = self.checked[s]
-            _check_partials(self.op[k], val[self.x[k]], val[self.y[k]])
+            _check_partials(op[k], val[x[k]], val[y[k]])
         for s in range(base):
             grd[s] = (<Value>self._nodes[s]).grad
         memset(grd + base, 0, (self.n_slots - base) * sizeof(double))
         grd[self.root_slot] = 1.0
         for k in range(self.n_ops - 1, -1, -1):
             g = grd[base + k]
-            _partials(self.op[k], val[self.x[k]], val[self.y[k]], val[base + k], &dx, &dy)
-            grd[self.x[k]] += dx * g
-            grd[self.y[k]] += dy * g            # unary ops: lands in a constant's slot
+            _partials(op[k], val[x[k]], val[y[k]], val[base + k], &dx, &dy)
+            grd[x[k]] += dx * g
+            grd[y[k]] += dy * g                 # unary ops: lands in a constant's slot
         for s in range(base):
             (<Value>self._nodes[s]).grad = grd[s]
         if _observed:
