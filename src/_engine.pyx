@@ -15,6 +15,7 @@ from libc.math cimport pow, exp, log, tanh, floor, isfinite, isinf
 from libc.stdlib cimport calloc, realloc, free
 from libc.string cimport memset
 import weakref
+from numbers import Complex, Number, Real
 
 cdef extern from "Python.h":
     Py_ssize_t Py_REFCNT(PyObject* o)
@@ -500,11 +501,11 @@ cdef Value _powc(Value a, object exponent):
 
 
 cdef inline bint _is_number(object x):
-    """Can float() take x without parsing a string? (int, float, bool, numpy scalars, ...)"""
+    """Is x a real scalar? int, float, bool, numpy scalars, Fraction, Decimal; not str,
+    complex or an array (an array operand is left to numpy, as float * array is)."""
     if type(x) is float or type(x) is int:
         return True
-    return not isinstance(x, (str, bytes, bytearray)) and (
-        hasattr(x, '__float__') or hasattr(x, '__index__'))
+    return isinstance(x, Real) or (isinstance(x, Number) and not isinstance(x, Complex))
 
 
 cdef inline double _as_double(object x) except? -1.0:
@@ -663,11 +664,14 @@ cdef bint _observed = False      # internals of a live tape were reached: write 
 _live_tapes = weakref.WeakSet()
 
 
-cdef void _sync_tapes() except *:
-    """Copy every stale tape's arrays into its nodes (before Python can read them)."""
+cdef void _sync_tapes(Tape keep=None) except *:
+    """Copy every stale tape's arrays (but keep's) into its nodes, before Python or
+    another tape reads them. Replays sync the others first, so at most one tape is
+    stale and a node shared by two tapes ends up with the latest replay's values."""
     if _n_stale:
         for tape in list(_live_tapes):
-            (<Tape>tape)._sync()
+            if tape is not keep:
+                (<Tape>tape)._sync()
 
 
 cdef void _observe() except *:
@@ -862,6 +866,7 @@ cdef class Tape:
         cdef unsigned char* op = self.op
         cdef int* x = self.x
         cdef int* y = self.y
+        _sync_tapes(self)
         for s in range(base):
             val[s] = (<Value>self._nodes[s]).data
         for k in range(self.n_ops):
@@ -886,6 +891,7 @@ cdef class Tape:
         cdef int* x = self.x
         cdef int* y = self.y
         cdef double g, dx, dy
+        _sync_tapes(self)
         for s in range(self.n_checked):         # raise before any grad changes
             k = self.checked[s]
             _check_partials(op[k], val[x[k]], val[y[k]])

@@ -115,7 +115,10 @@ def test_scaling_memory_tape_tables(quick_run):
     memory = {r[0] for r in table_rows(text, "### Memory: bytes per node")}
     assert {"micrograd-compiled (Cython)", "micrograd-compiled, pure-Python twin"} <= memory
     tape = table_rows(text, "### Tape replay: ns per node")
-    assert tape and tape[0][0] == "1,000,001"
+    assert {r[0] for r in tape} == {"mlp", "dot"}
+    for row in tape:    # about 1e6 nodes each, and numbers in every column
+        assert 0.9e6 <= int(row[1].replace(",", "")) <= 1.1e6
+        assert all(float(c) > 0 for c in row[2:])
 
 
 def test_chart_written_or_explained(quick_run):

@@ -9,6 +9,7 @@ the freeing stack is CPython's own trashcan, and the rare per-node extras (label
 hand-built ``_op``/``_children``) sit in a slot instead of a side table.
 """
 import math
+from numbers import Complex, Number, Real
 
 # Op codes: one small int per node selects its forward and its local-gradient rule.
 LEAF = 0      # no rule: parameters, inputs, constants
@@ -382,11 +383,11 @@ def _powc(a, exponent):
 
 
 def _is_number(x):
-    """Can float() take x without parsing a string? (int, float, bool, numpy scalars, ...)"""
+    """Is x a real scalar? int, float, bool, numpy scalars, Fraction, Decimal; not str,
+    complex or an array (an array operand is left to numpy, as float * array is)."""
     if type(x) is float or type(x) is int:
         return True
-    return not isinstance(x, (str, bytes, bytearray)) and (
-        hasattr(x, '__float__') or hasattr(x, '__index__'))
+    return isinstance(x, Real) or (isinstance(x, Number) and not isinstance(x, Complex))
 
 
 def _as_double(x):
