@@ -534,6 +534,27 @@ def write_results(path, section):
     path.write_text(new)
 
 
+README_START = "<!-- results:readme:start -->"
+README_END = "<!-- results:readme:end -->"
+
+
+def write_readme(path, section, ctx):
+    """Put this run's machine line, targets and demo table into the README's marked block."""
+    parts = section.split("\n### ")
+    keep = [p for p in parts[1:] if p.startswith(("Targets", "Moons demo step"))]
+    env = ctx["env"]
+    head = (f"From `{ctx['command']}` on {env['date']}: {env['machine']['cpu']}, "
+            f"{env['machine']['cores']} cores, Python {env['python'].split()[0]}, "
+            f"GC {'default' if 'default' in env['gc'] else env['gc']}.")
+    block = README_START + "\n" + head + "\n\n" + "\n".join("#### " + p.strip() + "\n" for p in keep) + README_END
+    text = path.read_text()
+    if README_START in text and README_END in text:
+        text = text[:text.index(README_START)] + block + text[text.index(README_END) + len(README_END):]
+    else:
+        raise SystemExit(f"{path} has no {README_START} ... {README_END} block")
+    path.write_text(text)
+
+
 def chart(path, ctx):
     try:
         import matplotlib
@@ -596,6 +617,9 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="a run of seconds: fewer rounds, smaller graphs")
     p.add_argument("--out", type=Path, default=HERE / "RESULTS.md", help="Markdown file to update")
     p.add_argument("--chart", type=Path, default=HERE / "ratios.png", help="PNG chart to write")
+    p.add_argument("--readme", type=Path, default=None,
+                   help="README whose results block to update (default: the project's README "
+                        "for a full run, none for --quick)")
     p.add_argument("--work", type=Path, default=HERE / "_work",
                    help="scratch folder: upstream install, C binary, raw JSON (default benchmarks/_work)")
     p.add_argument("--rounds", type=int, help="override the number of demo rounds")
@@ -708,6 +732,10 @@ def main(argv=None):
         env["other_cpu"] = max(0.0, others / (time.monotonic() - wall0))
     section = markdown(ctx)
     write_results(args.out, section)
+    readme = args.readme or (None if args.quick else HERE.parent / "README.md")
+    if readme is not None:
+        write_readme(readme, section, ctx)
+        print(f"README results block updated: {readme}")
     (work / ("results-quick.json" if args.quick else "results.json")).write_text(json.dumps(
         {k: ctx[k] for k in ("results", "env", "skipped", "notes", "memory")}
         | {"tape_scale": {f"{shape} {n}": t for (shape, n), t in ctx["tape_scale"].items()}}
