@@ -563,6 +563,14 @@ cdef inline int _push(_Buf* buf, PyObject* v) except -1:
     return 0
 
 
+cdef inline void _set_flags(Value v, unsigned char bits) noexcept:
+    v._flags |= bits        # v is borrowed here; `(<Value>p)._flags |= bits` would incref
+
+
+cdef inline void _clear_flags(Value v, unsigned char bits) noexcept:
+    v._flags &= ~bits
+
+
 cdef int _record(Value root, _Buf* order, bint check) except -1:
     """Fill order with every node below root, each after all its operands (post-order DFS).
 
@@ -582,7 +590,7 @@ cdef int _record(Value root, _Buf* order, bint check) except -1:
             p = stack.items[stack.n - 1]
             if not (<Value>p)._flags & VISITED:
                 # first visit: push the operands; p stays below them on the stack
-                (<Value>p)._flags |= VISITED
+                _set_flags(<Value>p, VISITED)
                 if (<Value>p)._code == CUSTOM:
                     for c in _get_extra(<Value>p, 2):
                         if not (<Value>c)._flags & VISITED:
@@ -598,7 +606,7 @@ cdef int _record(Value root, _Buf* order, bint check) except -1:
                 # operands done (or a stale duplicate entry): emit p once
                 stack.n -= 1
                 if not (<Value>p)._flags & DONE:
-                    (<Value>p)._flags |= DONE
+                    _set_flags(<Value>p, DONE)
                     _push(order, p)
                     if check and _can_raise((<Value>p)._code):
                         _check_partials((<Value>p)._code, (<Value>p)._a.data, _y(<Value>p))
@@ -612,7 +620,7 @@ cdef int _record(Value root, _Buf* order, bint check) except -1:
 cdef void _unmark(PyObject** nodes, Py_ssize_t n) noexcept:
     cdef Py_ssize_t i
     for i in range(n):
-        (<Value>nodes[i])._flags &= ~(VISITED | DONE)
+        _clear_flags(<Value>nodes[i], VISITED | DONE)
 
 
 cdef extern from *:
@@ -643,7 +651,7 @@ cdef void _accumulate(PyObject** nodes, Py_ssize_t n) noexcept:
         if i >= 8:
             __builtin_prefetch(nodes[i - 8])    # large graphs: hide the cache miss
         p = nodes[i]
-        (<Value>p)._flags &= ~(VISITED | DONE)
+        _clear_flags(<Value>p, VISITED | DONE)
         _chain(<Value>p)
 
 
@@ -821,7 +829,7 @@ cdef class Tape:
         global _observed
         cdef Py_ssize_t s
         for s in range(self.n_leaves, self.n_leaves + self.n_ops):
-            (<Value>self._nodes[s])._flags &= ~TAPED
+            _clear_flags(<Value>self._nodes[s], TAPED)
         for tape in _live_tapes:
             if tape is not self:
                 (<Tape>tape)._tag()
@@ -831,7 +839,7 @@ cdef class Tape:
     cdef void _tag(self) noexcept:
         cdef Py_ssize_t s
         for s in range(self.n_leaves, self.n_leaves + self.n_ops):
-            (<Value>self._nodes[s])._flags |= TAPED
+            _set_flags(<Value>self._nodes[s], TAPED)
 
     cdef void _sync(self) noexcept:
         """Write the op slots' data and grads back into the Values not held by the user."""
