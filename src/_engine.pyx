@@ -13,9 +13,9 @@ cimport cython
 from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
 from libc.math cimport pow, exp, log, tanh, floor, isfinite, isinf
 from libc.stdlib cimport calloc, realloc, free
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 import weakref
-from numbers import Complex, Number, Real
+from numbers import Complex as _Complex, Number as _Number, Real as _Real
 
 cdef extern from "Python.h":
     Py_ssize_t Py_REFCNT(PyObject* o)
@@ -292,6 +292,9 @@ cdef class Value:
     # (data..._slot fill the 64 bytes after the 16-byte object header; no GC header)
 
     def __init__(self, data, _children=(), _op='', label=''):
+        if type(data) is not float and isinstance(data, _Complex) and not isinstance(data, _Real):
+            # float() would only warn and drop a numpy complex's imaginary part
+            raise TypeError("can't convert complex to float")
         self.data = data          # TypeError for str, None, ... as float() would give
         if _children:
             _children = tuple(_children)
@@ -505,7 +508,7 @@ cdef inline bint _is_number(object x):
     complex or an array (an array operand is left to numpy, as float * array is)."""
     if type(x) is float or type(x) is int:
         return True
-    return isinstance(x, Real) or (isinstance(x, Number) and not isinstance(x, Complex))
+    return isinstance(x, _Real) or (isinstance(x, _Number) and not isinstance(x, _Complex))
 
 
 cdef inline double _as_double(object x) except? -1.0:
@@ -713,7 +716,9 @@ cdef class Tape:
     cdef unsigned char* op      # op k: its op code...
     cdef int* x                 # ...its first operand's slot...
     cdef int* y                 # ...and its second operand's (or a constant's) slot
-    cdef double* val            # data of every slot
+    cdef double* val            # data of every slot (the last complete forward())
+    cdef double* spare          # forward() computes here, then swaps with val: a replay
+                                # that raises leaves val, and so the graph, as it was
     cdef double* grd            # grad of every slot
     cdef int* held              # op slots whose Values the user holds: written back always
     cdef Py_ssize_t n_held
@@ -753,6 +758,7 @@ cdef class Tape:
         self.x = <int*>_alloc(self.n_ops, sizeof(int))
         self.y = <int*>_alloc(self.n_ops, sizeof(int))
         self.val = <double*>_alloc(self.n_slots, sizeof(double))
+        self.spare = <double*>_alloc(self.n_slots, sizeof(double))
         self.grd = <double*>_alloc(self.n_slots, sizeof(double))
         self.held = <int*>_alloc(self.n_ops, sizeof(int))
         self.is_held = <unsigned char*>_alloc(n, sizeof(unsigned char))
@@ -800,6 +806,7 @@ cdef class Tape:
                 self.n_held += 1
                 self.is_held[s] = 1
         free(refs)
+        memcpy(self.spare, self.val, self.n_slots * sizeof(double))    # constants in both
         self.root_slot = root._slot
         self._root = root
         _live_tapes.add(self)
@@ -819,6 +826,7 @@ cdef class Tape:
         free(self.x)
         free(self.y)
         free(self.val)
+        free(self.spare)
         free(self.grd)
         free(self.held)
         free(self.is_held)
@@ -830,6 +838,8 @@ cdef class Tape:
         cdef Py_ssize_t s
         for s in range(self.n_leaves, self.n_leaves + self.n_ops):
             _clear_flags(<Value>self._nodes[s], TAPED)
+        if _live_tapes is None:         # interpreter shutdown: module globals are gone
+            return
         for tape in _live_tapes:
             if tape is not self:
                 (<Tape>tape)._tag()
@@ -870,7 +880,7 @@ cdef class Tape:
         """Recompute every node from the leaves' current data; return the root's data."""
         cdef Py_ssize_t s, k, base = self.n_leaves
         # locals, not self.x[k]: a store to val[] could alias self's fields for the compiler
-        cdef double* val = self.val
+        cdef double* val = self.spare
         cdef unsigned char* op = self.op
         cdef int* x = self.x
         cdef int* y = self.y
@@ -879,6 +889,8 @@ cdef class Tape:
             val[s] = (<Value>self._nodes[s]).data
         for k in range(self.n_ops):
             val[base + k] = _forward(op[k], val[x[k]], val[y[k]])
+        self.spare = self.val           # complete: the new values become current
+        self.val = val
         if _observed:
             for s in range(base, base + self.n_ops):
                 (<Value>self._nodes[s]).data = val[s]

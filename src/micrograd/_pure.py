@@ -9,7 +9,7 @@ the freeing stack is CPython's own trashcan, and the rare per-node extras (label
 hand-built ``_op``/``_children``) sit in a slot instead of a side table.
 """
 import math
-from numbers import Complex, Number, Real
+from numbers import Complex as _Complex, Number as _Number, Real as _Real
 
 # Op codes: one small int per node selects its forward and its local-gradient rule.
 LEAF = 0      # no rule: parameters, inputs, constants
@@ -160,6 +160,9 @@ class Value:
     )
 
     def __init__(self, data, _children=(), _op='', label=''):
+        if type(data) is not float and isinstance(data, _Complex) and not isinstance(data, _Real):
+            # float() would only warn and drop a numpy complex's imaginary part
+            raise TypeError("can't convert complex to float")
         self.data = _as_double(data)
         self.grad = 0.0
         self._a = self._b = self._extra = None
@@ -387,11 +390,12 @@ def _is_number(x):
     complex or an array (an array operand is left to numpy, as float * array is)."""
     if type(x) is float or type(x) is int:
         return True
-    return isinstance(x, Real) or (isinstance(x, Number) and not isinstance(x, Complex))
+    return isinstance(x, _Real) or (isinstance(x, _Number) and not isinstance(x, _Complex))
 
 
 def _as_double(x):
-    if not _is_number(x):   # float() would parse a str; the C core's conversion would not
+    """float(x), but without parsing strings: what the C core's double conversion does."""
+    if isinstance(x, (str, bytes, bytearray)):
         raise TypeError("must be real number, not %s" % type(x).__name__)
     return float(x)         # OverflowError for ints beyond float range
 
@@ -542,11 +546,13 @@ class Tape:
 
     def forward(self):
         """Recompute every node from the leaves' current data; return the root's data."""
-        base, val = self.n_leaves, self.val
+        base = self.n_leaves
+        val = list(self.val)    # computed aside: a replay that raises leaves val as it was
         for s in range(base):
             val[s] = self._nodes[s].data
         for k in range(self.n_ops):
             val[base + k] = _forward(self.op[k], val[self.x[k]], val[self.y[k]])
+        self.val = val
         for s in range(base, base + self.n_ops):
             self._nodes[s].data = val[s]
         return val[self.root_slot]

@@ -1,0 +1,194 @@
+"""Deep graphs: building, backward and freeing need no recursion (upstream's recursive
+build_topo fails at ~1000 levels) and memory stays bounded."""
+import gc
+import math
+import resource
+
+import pytest
+
+from micrograd import _engine, _pure
+
+
+def rss():
+    """Resident set size of this process in bytes."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    pytest.skip("no /proc/self/status: cannot measure resident memory")
+
+
+N_COMPILED = 10_000_000
+N_TWIN = 1_000_000
+
+
+def test_ten_million_node_product_chain_compiled():
+    V = _engine.Value
+    gc.collect()
+    before = rss()
+    x = V(1.0)
+    y = V(1.0000001)
+    z = x
+    for _ in range(N_COMPILED):
+        z = z * y
+    built = rss()
+    z.backward()
+    peak = rss()
+    # z = x * y**N
+    expected = math.exp(N_COMPILED * math.log1p(1e-7))
+    assert z.data == pytest.approx(expected, rel=1e-6)
+    assert x.grad == pytest.approx(expected, rel=1e-6)
+    assert y.grad == pytest.approx(N_COMPILED * expected / 1.0000001, rel=1e-6)
+    assert z.grad == 1.0
+    # bounded: the node itself is 64 bytes (+16 of header) and the walk a few pointers
+    assert (built - before) / N_COMPILED < 120, (built - before) / N_COMPILED
+    assert (peak - before) / N_COMPILED < 120, (peak - before) / N_COMPILED
+    del z
+    after = rss()
+    assert x.data == 1.0 and y.data == 1.0000001      # the leaves survive the chain
+    # most of it went back (what stays is the walk's scratch buffers, kept for reuse)
+    assert (after - before) / N_COMPILED < 40, (after - before) / N_COMPILED
+    assert after - before < 0.5 * (peak - before)
+
+
+def test_ten_million_node_sum_chain_compiled():
+    V = _engine.Value
+    x = V(3.0)
+    y = V(0.5)
+    z = x
+    for _ in range(N_COMPILED):
+        z = z + y
+    assert z.data == 3.0 + 0.5 * N_COMPILED
+    z.backward()
+    assert x.grad == 1.0
+    assert y.grad == float(N_COMPILED)        # exact: a sum of ones
+    z.backward()        # again: as upstream, every non-root grad accumulates, so node k
+    n = N_COMPILED      # from the top now has grad k + 1 and passes it on
+    assert x.grad == n + 1.0
+    assert y.grad == n + n * (n + 1) / 2      # exact: integers below 2**53
+    del z
+
+
+def test_deep_chain_freed_in_any_order_compiled():
+    V = _engine.Value
+    x = V(1.0)
+    z = x
+    nodes = []
+    for i in range(1_000_000):
+        z = z * 1.0 if i % 3 else z + x
+        if i % 100_000 == 0:
+            nodes.append(z)         # some interior nodes are also held from outside
+    z.backward()
+    assert x.grad == 1.0 + 333_334      # z = x * (1 + the number of `+ x` steps)
+    del z                           # frees the top; the held interior nodes keep the rest
+    assert nodes[-1].data == nodes[-1].data
+    while nodes:
+        nodes.pop(0)                # free from the bottom up: the chain above is gone
+    assert x.data == 1.0
+
+
+def test_self_multiplied_chain_freed_without_recursion_compiled():
+    # both operands are the same node: the dying node is its child's last two owners
+    V = _engine.Value
+    z = V(1.0)
+    for _ in range(2_000_000):
+        z = z * z
+    z.backward()
+    del z
+
+
+@pytest.mark.parametrize("engine", [_engine, _pure], ids=["cython", "python"])
+def test_million_node_chain(engine):
+    V = engine.Value
+    x = V(2.0)
+    y = V(1.0)
+    z = x
+    for _ in range(N_TWIN):
+        z = z * y
+    assert z.data == 2.0
+    z.backward()
+    assert x.grad == 1.0
+    assert y.grad == 2.0 * N_TWIN
+    del z
+
+
+@pytest.mark.parametrize("engine", [_engine, _pure], ids=["cython", "python"])
+def test_sum_of_a_million_terms(engine):
+    V = engine.Value
+    terms = [V(float(i % 7)) for i in range(N_TWIN)]
+    total = sum(terms)
+    assert total.data == float(sum(i % 7 for i in range(N_TWIN)))
+    total.backward()
+    assert all(t.grad == 1.0 for t in terms)
+    total.backward()    # accumulates as upstream: the sum node k from the top has k + 1
+    assert terms[-1].grad == 2.0
+    assert terms[-2].grad == 3.0
+    assert terms[0].grad == N_TWIN + 1.0
+    del total, terms
+
+
+@pytest.mark.parametrize("engine", [_engine, _pure], ids=["cython", "python"])
+def test_deep_chain_of_every_op(engine):
+    V = engine.Value
+    x = V(0.5)
+    z = x
+    for i in range(100_000):
+        k = i % 6
+        if k == 0:
+            z = z.tanh() + 0.5
+        elif k == 1:
+            z = z.sigmoid() * 2
+        elif k == 2:
+            z = (z * z + 1).log()
+        elif k == 3:
+            z = z.exp() ** 0.5 - 1
+        elif k == 4:
+            z = z.relu() / 1.5
+        else:
+            z = 2 ** z - 1
+    z.backward()
+    assert math.isfinite(z.data) and math.isfinite(x.grad)
+    del z
+
+
+def test_deep_backward_needs_no_recursion_limit(engine):
+    import sys
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(100)
+    try:
+        V = engine.Value
+        x = V(1.0)
+        z = x
+        for _ in range(50_000):
+            z = z + x
+        z.backward()
+        assert x.grad == 50_001.0
+    finally:
+        sys.setrecursionlimit(limit)
+    del z
+
+
+def test_memory_returns_after_many_training_like_steps_compiled():
+    """Build and free a 100k-node graph 30 times: resident memory does not keep growing."""
+    V = _engine.Value
+    params = [V(0.01 * i) for i in range(100)]
+
+    def step():
+        total = V(0.0)
+        for _ in range(500):
+            for p in params:
+                total = total + p * p
+        total.backward()
+        return total.data
+
+    step()
+    gc.collect()
+    start = rss()
+    for _ in range(30):
+        step()
+    growth = rss() - start
+    assert growth < 16 * 1024 * 1024, growth
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > 0
