@@ -216,7 +216,7 @@ cdef PyObject* _value_alloc(_TypeSlots* tp, Py_ssize_t nitems) noexcept:
     if _n_free and not tp.tp_flags & Py_TPFLAGS_HEAPTYPE:
         _n_free -= 1
         o = _freelist[_n_free]
-        for i in range(tp.tp_basicsize // 8):   # zero it (a loop the compiler inlines)
+        for i in range(tp.tp_basicsize // 8):   # zero it (gcc makes this a memset call)
             (<unsigned long long*>o)[i] = 0
         Py_SET_TYPE(o, tp)
         Py_SET_REFCNT(o, 1)
@@ -289,7 +289,7 @@ cdef class Value:
     cdef unsigned char _code    # op code: selects the forward and the local-gradient rule
     cdef unsigned char _flags   # VISITED | DONE | INT_EXP | HAS_EXTRA | TAPED bits
     cdef unsigned int _slot     # scratch: this node's slot in the Tape being recorded
-    # (data..._slot fill the 64 bytes after the 16-byte object header; no GC header)
+    # (data..._slot fill 48 bytes after the 16-byte object header: 64 in all, no GC header)
 
     def __init__(self, data, _children=(), _op='', label=''):
         if type(data) is not float and isinstance(data, _Complex) and not isinstance(data, _Real):
@@ -351,11 +351,11 @@ cdef class Value:
         return _binary(POW, o, self)
 
     def __neg__(self):                      # -self
-        return _binary(MUL, self, _leaf(-1.0))
+        return _neg(self)
 
     def __sub__(self, other):               # self - other
         if type(other) is Value:
-            return _binary(ADD, self, -other)
+            return _binary(ADD, self, _neg(<Value>other))
         if not _is_number(other):
             return NotImplemented
         return _binary(ADD, self, _leaf(-_as_double(other)))
@@ -364,7 +364,7 @@ cdef class Value:
         o = _operand(other)
         if o is None:
             return NotImplemented
-        return _binary(ADD, o, -self)
+        return _binary(ADD, o, _neg(self))
 
     def __truediv__(self, other):           # self * other**-1
         if type(other) is Value:
@@ -495,6 +495,11 @@ cdef inline Value _unary(int op, Value a):
     return _node(_forward(op, a.data, 0.0), op, a, None, 0.0)
 
 
+cdef inline Value _neg(Value a):
+    """-a, built as upstream builds it: a * -1."""
+    return _binary(MUL, a, _leaf(-1.0))
+
+
 cdef Value _powc(Value a, object exponent):
     cdef double c = _as_double(exponent)
     cdef Value v = _node(_forward(POWC, a.data, c), POWC, a, None, c)
@@ -622,8 +627,10 @@ cdef int _record(Value root, _Buf* order, bint check) except -1:
 
 cdef void _unmark(PyObject** nodes, Py_ssize_t n) noexcept:
     cdef Py_ssize_t i
+    cdef PyObject* p
     for i in range(n):
-        _clear_flags(<Value>nodes[i], VISITED | DONE)
+        p = nodes[i]                # a local: `<Value>nodes[i]` as an argument is increfed
+        _clear_flags(<Value>p, VISITED | DONE)
 
 
 cdef extern from *:
@@ -836,8 +843,10 @@ cdef class Tape:
         """Clear TAPED on this tape's op nodes, keeping it where another tape has them."""
         global _observed
         cdef Py_ssize_t s
+        cdef PyObject* p
         for s in range(self.n_leaves, self.n_leaves + self.n_ops):
-            _clear_flags(<Value>self._nodes[s], TAPED)
+            p = self._nodes[s]
+            _clear_flags(<Value>p, TAPED)
         if _live_tapes is None:         # interpreter shutdown: module globals are gone
             return
         for tape in _live_tapes:
@@ -848,8 +857,10 @@ cdef class Tape:
 
     cdef void _tag(self) noexcept:
         cdef Py_ssize_t s
+        cdef PyObject* p
         for s in range(self.n_leaves, self.n_leaves + self.n_ops):
-            _set_flags(<Value>self._nodes[s], TAPED)
+            p = self._nodes[s]
+            _set_flags(<Value>p, TAPED)
 
     cdef void _sync(self) noexcept:
         """Write the op slots' data and grads back into the Values not held by the user."""

@@ -241,11 +241,11 @@ class Value:
         return _binary(POW, o, self)
 
     def __neg__(self):                      # -self
-        return _binary(MUL, self, _leaf(-1.0))
+        return _neg(self)
 
     def __sub__(self, other):               # self - other
         if type(other) is Value:
-            return _binary(ADD, self, -other)
+            return _binary(ADD, self, _neg(other))
         if not _is_number(other):
             return NotImplemented
         return _binary(ADD, self, _leaf(-_as_double(other)))
@@ -254,7 +254,7 @@ class Value:
         o = _operand(other)
         if o is None:
             return NotImplemented
-        return _binary(ADD, o, -self)
+        return _binary(ADD, o, _neg(self))
 
     def __truediv__(self, other):           # self * other**-1
         if type(other) is Value:
@@ -375,6 +375,11 @@ def _binary(op, a, b):
 
 def _unary(op, a):
     return _node(_forward(op, a.data, 0.0), op, a, None, 0.0)
+
+
+def _neg(a):
+    """-a, built as upstream builds it: a * -1."""
+    return _binary(MUL, a, _leaf(-1.0))
 
 
 def _powc(a, exponent):
