@@ -15,7 +15,7 @@ from libc.math cimport pow, exp, log, tanh, floor, isfinite, isinf
 from libc.stdlib cimport calloc, realloc, free
 from libc.string cimport memcpy, memset
 import weakref
-from numbers import Complex as _Complex, Number as _Number, Real as _Real
+import numbers as _numbers
 
 cdef extern from "Python.h":
     Py_ssize_t Py_REFCNT(PyObject* o)
@@ -292,7 +292,7 @@ cdef class Value:
     # (data..._slot fill 48 bytes after the 16-byte object header: 64 in all, no GC header)
 
     def __init__(self, data, _children=(), _op='', label=''):
-        if type(data) is not float and isinstance(data, _Complex) and not isinstance(data, _Real):
+        if type(data) is not float and isinstance(data, _numbers.Complex) and not isinstance(data, _numbers.Real):
             # float() would only warn and drop a numpy complex's imaginary part
             raise TypeError("can't convert complex to float")
         self.data = data          # TypeError for str, None, ... as float() would give
@@ -513,7 +513,7 @@ cdef inline bint _is_number(object x):
     complex or an array (an array operand is left to numpy, as float * array is)."""
     if type(x) is float or type(x) is int:
         return True
-    return isinstance(x, _Real) or (isinstance(x, _Number) and not isinstance(x, _Complex))
+    return isinstance(x, _numbers.Real) or (isinstance(x, _numbers.Number) and not isinstance(x, _numbers.Complex))
 
 
 cdef inline double _as_double(object x) except? -1.0:

@@ -9,7 +9,7 @@ the freeing stack is CPython's own trashcan, and the rare per-node extras (label
 hand-built ``_op``/``_children``) sit in a slot instead of a side table.
 """
 import math
-from numbers import Complex as _Complex, Number as _Number, Real as _Real
+import numbers as _numbers
 
 # Op codes: one small int per node selects its forward and its local-gradient rule.
 LEAF = 0      # no rule: parameters, inputs, constants
@@ -160,7 +160,7 @@ class Value:
     )
 
     def __init__(self, data, _children=(), _op='', label=''):
-        if type(data) is not float and isinstance(data, _Complex) and not isinstance(data, _Real):
+        if type(data) is not float and isinstance(data, _numbers.Complex) and not isinstance(data, _numbers.Real):
             # float() would only warn and drop a numpy complex's imaginary part
             raise TypeError("can't convert complex to float")
         self.data = _as_double(data)
@@ -395,7 +395,7 @@ def _is_number(x):
     complex or an array (an array operand is left to numpy, as float * array is)."""
     if type(x) is float or type(x) is int:
         return True
-    return isinstance(x, _Real) or (isinstance(x, _Number) and not isinstance(x, _Complex))
+    return isinstance(x, _numbers.Real) or (isinstance(x, _numbers.Number) and not isinstance(x, _numbers.Complex))
 
 
 def _as_double(x):
