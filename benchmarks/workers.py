@@ -4,8 +4,8 @@ Started by benchmarks/run.py, one process per measurement, so that engines never
 a heap, an import or a garbage collector. Can be run by hand too:
 
     python benchmarks/workers.py demo cython --steps 10
-    PYTHONPATH=benchmarks/_work/upstream python benchmarks/workers.py demo upstream \\
-        --upstream-dir benchmarks/_work/upstream
+    PYTHONPATH=benchmarks/_work/upstream python benchmarks/workers.py \\
+        --upstream-dir benchmarks/_work/upstream demo upstream
     python benchmarks/workers.py scale cython chain 1000000 --reps 3
     python benchmarks/workers.py memory cython 1000000
     python benchmarks/workers.py tape-scale 1000000 --reps 5
@@ -27,7 +27,6 @@ import gc
 import json
 import os
 import platform
-import random
 import statistics
 import subprocess
 import sys
@@ -101,38 +100,30 @@ def median(xs):
 # ---------------------------------------------------------------------------------
 # The moons demo step.
 # ---------------------------------------------------------------------------------
-def moons():
-    """The notebook's data, with the notebook's seeding (same as micrograd.demo.moons)."""
-    import numpy as np
-    from sklearn.datasets import make_moons
-    np.random.seed(1337)
-    random.seed(1337)
-    X, y = make_moons(n_samples=100, noise=0.1)
-    y = y * 2 - 1  # make y be -1 or 1
-    return X, y
+def our_demo():
+    """src/micrograd/demo.py, loaded by path: in the upstream worker, the import name
+    `micrograd` is upstream's, but the notebook's data and loss are written once, there."""
+    import importlib.util
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir,
+                        "src", "micrograd", "demo.py")
+    spec = importlib.util.spec_from_file_location("micrograd_compiled_demo", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 class UpstreamDemo:
-    """The notebook's demo, inline (upstream 0.1.0 ships no demo module).
-
-    Expression for expression what micrograd.demo.Demo does for our engines."""
+    """The notebook's demo on upstream's Value and MLP (upstream 0.1.0 ships no demo
+    module): micrograd.demo's data and loss, with upstream's classes."""
 
     def __init__(self, Value, MLP):
         self.Value = Value
-        self.X, self.y = moons()
+        self.demo = our_demo()
+        self.X, self.y = self.demo.moons()
         self.model = MLP(2, [16, 16, 1])  # draws after the data, as in the notebook
 
     def loss(self):
-        Value, model, X, y = self.Value, self.model, self.X, self.y
-        inputs = [list(map(Value, xrow)) for xrow in X]
-        scores = list(map(model, inputs))
-        losses = [(1 + -yi*scorei).relu() for yi, scorei in zip(y, scores)]
-        data_loss = sum(losses) * (1.0 / len(losses))
-        alpha = 1e-4
-        reg_loss = alpha * sum((p*p for p in model.parameters()))
-        total_loss = data_loss + reg_loss
-        accuracy = [(yi > 0) == (scorei.data > 0) for yi, scorei in zip(y, scores)]
-        return total_loss, sum(accuracy) / len(accuracy), scores
+        return self.demo.notebook_loss(self.Value, self.model, self.X, self.y)
 
     def update(self, k):
         for p in self.model.parameters():
@@ -142,72 +133,32 @@ class UpstreamDemo:
 def torch_demo():
     """The same demo on PyTorch scalar autograd: every Value is a 0-d float64 tensor.
 
-    The MLP is nn.py's, line for line, with torch scalars for Values; parameters
-    are drawn with the same random.uniform calls in the same order, so the model
-    and the losses are the same as the other engines'."""
+    The MLP is nn.py itself with torch scalars for Values; parameters are drawn with
+    the same random.uniform calls in the same order, so the model and the losses are
+    the same as the other engines'."""
     import torch
     torch.set_num_threads(1)   # 0-d tensors never use intra-op threads; keep it explicit
     f64 = torch.float64
+    demo = our_demo()
 
-    class Neuron:
-        def __init__(self, nin, nonlin=True):
-            self.w = [torch.tensor(random.uniform(-1, 1), dtype=f64, requires_grad=True)
-                      for _ in range(nin)]
-            self.b = torch.tensor(0.0, dtype=f64, requires_grad=True)
-            self.nonlin = nonlin
+    def parameter(x):
+        return torch.tensor(x, dtype=f64, requires_grad=True)
 
-        def __call__(self, x):
-            act = sum((wi*xi for wi, xi in zip(self.w, x)), self.b)
-            return act.relu() if self.nonlin else act
+    def tensor(x):
+        return torch.tensor(x, dtype=f64)
 
-        def parameters(self):
-            return self.w + [self.b]
-
-    class Layer:
-        def __init__(self, nin, nout, **kwargs):
-            self.neurons = [Neuron(nin, **kwargs) for _ in range(nout)]
-
-        def __call__(self, x):
-            out = [n(x) for n in self.neurons]
-            return out[0] if len(out) == 1 else out
-
-        def parameters(self):
-            return [p for n in self.neurons for p in n.parameters()]
-
-    class MLP:
-        def __init__(self, nin, nouts):
-            sz = [nin] + nouts
-            self.layers = [Layer(sz[i], sz[i+1], nonlin=i != len(nouts)-1)
-                           for i in range(len(nouts))]
-
-        def __call__(self, x):
-            for layer in self.layers:
-                x = layer(x)
-            return x
-
-        def parameters(self):
-            return [p for layer in self.layers for p in layer.parameters()]
-
+    class MLP(demo.nn_module(parameter).MLP):
         def zero_grad(self):
             for p in self.parameters():
                 p.grad = None      # torch's idiom (optimizer.zero_grad(set_to_none=True))
 
     class TorchDemo:
         def __init__(self):
-            self.X, self.y = moons()
+            self.X, self.y = demo.moons()
             self.model = MLP(2, [16, 16, 1])
 
         def loss(self):
-            model, X, y = self.model, self.X, self.y
-            inputs = [[torch.tensor(v, dtype=f64) for v in xrow] for xrow in X]
-            scores = list(map(model, inputs))
-            losses = [(1 + -yi*scorei).relu() for yi, scorei in zip(y, scores)]
-            data_loss = sum(losses) * (1.0 / len(losses))
-            alpha = 1e-4
-            reg_loss = alpha * sum((p*p for p in model.parameters()))
-            total_loss = data_loss + reg_loss
-            accuracy = [(yi > 0) == (scorei.item() > 0) for yi, scorei in zip(y, scores)]
-            return total_loss, sum(accuracy) / len(accuracy), scores
+            return demo.notebook_loss(tensor, self.model, self.X, self.y)
 
         def update(self, k):
             lr = 1.0 - 0.9*k/100

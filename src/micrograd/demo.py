@@ -23,7 +23,8 @@ def engine_module(engine):
 
 
 def nn_module(engine):
-    """A fresh copy of micrograd.nn whose Value is the given engine's.
+    """A fresh copy of micrograd.nn whose Value is engine's ('cython' or 'python'), or
+    engine itself if it is a callable that makes scalars (the benchmark's torch tensors).
 
     nn.py looks Value up as a module global when it builds neurons, so one process
     can hold models of both backends side by side (the CLI compares them that way).
@@ -31,7 +32,7 @@ def nn_module(engine):
     spec = importlib.util.find_spec("micrograd.nn")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    mod.Value = engine_module(engine).Value
+    mod.Value = engine if callable(engine) else engine_module(engine).Value
     return mod
 
 
@@ -47,6 +48,22 @@ def moons(n_samples=100, noise=0.1, seed=1337):
     return X, y
 
 
+def notebook_loss(Value, model, X, y):
+    """The notebook's loss(), expression for expression: (total_loss, accuracy, scores).
+
+    Shared by every engine that runs the demo: both cores here, and upstream and
+    PyTorch in the benchmarks."""
+    inputs = [list(map(Value, xrow)) for xrow in X]
+    scores = list(map(model, inputs))
+    losses = [(1 + -yi*scorei).relu() for yi, scorei in zip(y, scores)]
+    data_loss = sum(losses) * (1.0 / len(losses))
+    alpha = 1e-4
+    reg_loss = alpha * sum((p*p for p in model.parameters()))
+    total_loss = data_loss + reg_loss
+    accuracy = [(yi > 0) == (scorei.data > 0) for yi, scorei in zip(y, scores)]
+    return total_loss, sum(accuracy) / len(accuracy), scores
+
+
 class Demo:
     """The moons classifier on one backend: data, model, and one training step."""
 
@@ -60,17 +77,7 @@ class Demo:
 
     def loss(self):
         """The notebook's loss(): (total_loss, accuracy, scores) for the full batch."""
-        Value, model = self.Value, self.model
-        Xb, yb = self.X, self.y
-        inputs = [list(map(Value, xrow)) for xrow in Xb]
-        scores = list(map(model, inputs))
-        losses = [(1 + -yi*scorei).relu() for yi, scorei in zip(yb, scores)]
-        data_loss = sum(losses) * (1.0 / len(losses))
-        alpha = 1e-4
-        reg_loss = alpha * sum((p*p for p in model.parameters()))
-        total_loss = data_loss + reg_loss
-        accuracy = [(yi > 0) == (scorei.data > 0) for yi, scorei in zip(yb, scores)]
-        return total_loss, sum(accuracy) / len(accuracy), scores
+        return notebook_loss(self.Value, self.model, self.X, self.y)
 
     def update(self, k, steps=100):
         # upstream decays over 100 steps; a longer run stretches the decay so lr stays > 0
