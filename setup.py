@@ -5,8 +5,10 @@ import sys
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-# Optimise even where CFLAGS say otherwise; MSVC spells it differently.
-extra = ["/O2"] if sys.platform == "win32" else ["-O3"]
+# Optimise even where CFLAGS say otherwise; MSVC spells it differently. No contraction
+# of a*b + c into one fused multiply-add (aarch64 gcc does it by default): Python rounds
+# the product first, and the tape's FMA instruction must give the same floats.
+extra = ["/O2", "/fp:precise"] if sys.platform == "win32" else ["-O3", "-ffp-contract=off"]
 annotate = os.environ.get("MICROGRAD_ANNOTATE") == "1"   # writes src/_engine.html (cython -a)
 
 setup(

@@ -38,6 +38,7 @@ cdef enum:
     LOG = 8       # ln(a)
     SIGMOID = 9   # 1 / (1 + e ** -a)
     CUSTOM = 10   # built by hand as Value(data, _children, _op): children walked, no rule
+    FMA = 11      # Tape only: acc + a*b, an ADD fused with the MUL that feeds only it
 
 # Bits of Value._flags.
 cdef enum:
@@ -153,6 +154,13 @@ cdef inline void _partials(int op, double x, double y, double out,
         dx[0] = out * (1.0 - out)
     else:                               # LEAF and CUSTOM have no rule
         dx[0] = 0.0
+
+
+# FMA, the tape's one fused op: out = acc + a*b, with partials 1 for acc, b for a and
+# a for b. A Tape writes ADD(acc, MUL(a, b)) this way when the MUL node feeds only that
+# ADD and comes right before it: one instruction instead of two, and the same floats,
+# in the same order, as the two ops (the build turns off FMA contraction, so a*b is
+# rounded before the add). Its forward and backward are written in Tape's loops.
 
 
 cdef inline bint _can_raise(int op) noexcept:
@@ -717,21 +725,28 @@ cdef class Tape:
     """
     cdef PyObject** _nodes      # owned: the Value recorded in slot s (s < n_leaves + n_ops)
     cdef Py_ssize_t n_leaves    # slots [0, n_leaves): leaves, read by every forward()
-    cdef Py_ssize_t n_ops       # slots [n_leaves, n_leaves + n_ops): op nodes, children first
+    cdef Py_ssize_t n_ops       # op nodes, in slots [n_leaves, n_leaves + n_ops):
+    cdef Py_ssize_t n_code      # first the n_code run by instructions, children first,
+                                # then the MULs fused into an FMA (computed only when read)
     cdef Py_ssize_t n_slots     # all slots, constants included
     cdef Py_ssize_t root_slot   # the root's slot
-    cdef unsigned char* op      # op k: its op code...
+    cdef unsigned char* op      # instruction k, writing slot n_leaves + k: its op code...
     cdef int* x                 # ...its first operand's slot...
-    cdef int* y                 # ...and its second operand's (or a constant's) slot
+    cdef int* y                 # ...its second operand's (or a constant's) slot...
+    cdef int* z                 # ...and, for FMA (acc + a*b), b's slot (x is acc, y is a)
+    cdef int* fused_in          # per fused MUL (slot n_leaves + n_code + j): its FMA's k
     cdef double* val            # data of every slot (the last complete forward())
     cdef double* spare          # forward() computes here, then swaps with val: a replay
                                 # that raises leaves val, and so the graph, as it was
     cdef double* grd            # grad of every slot
+    cdef int* by_use            # leaf slots: the n_shared used more than once (or never:
+    cdef Py_ssize_t n_shared    # a lone root), then those used once, whose grads backward()
+                                # adds to without reading them first (see there)
     cdef int* held              # op slots whose Values the user holds: written back always
     cdef Py_ssize_t n_held
     cdef unsigned char* is_held # per slot: 1 if in held (sync leaves those alone: they are
                                 # current, and the user may have changed them since)
-    cdef int* checked           # ops whose partials can raise (POWC, POW, LOG)
+    cdef int* checked           # instructions whose partials can raise (POWC, POW, LOG)
     cdef Py_ssize_t n_checked
     cdef bint stale_data        # op nodes' Value.data lag behind val
     cdef bint stale_grad        # op nodes' Value.grad lag behind grd
@@ -739,10 +754,12 @@ cdef class Tape:
     cdef object __weakref__     # for _live_tapes
 
     def __init__(self, Value root not None):
-        cdef Py_ssize_t i, k, s, n, n_leaves = 0, n_powc = 0
+        cdef Py_ssize_t i, j, k, s, n, n_leaves = 0, n_once = 0, n_fused = 0, n_powc = 0
         cdef PyObject* p
-        cdef Value v
+        cdef PyObject* prev = NULL
+        cdef Value v, m
         cdef int* refs
+        cdef unsigned char* mark
         if self._nodes != NULL:
             raise RuntimeError("Tape is already initialised")
         _sync_tapes()                   # the nodes' data seed the arrays
@@ -751,40 +768,85 @@ cdef class Tape:
         n = _order.n
         if n >= 2**31 - 2 - n:
             raise OverflowError("graph too large for a Tape (slots are C ints)")
+        # Number the nodes in walk order and count each one's consumers in the graph.
+        refs = <int*>_alloc(n, sizeof(int))
+        mark = <unsigned char*>_alloc(n, sizeof(unsigned char))
+        for i in range(n):
+            (<Value>_order.items[i])._slot = i
+        for i in range(n):
+            p = _order.items[i]
+            if (<Value>p)._a is not None:
+                refs[(<Value>p)._a._slot] += 1
+                if (<Value>p)._b is not None:
+                    refs[(<Value>p)._b._slot] += 1
+        # mark[i]: 1 if the user holds op node i (it has more references than its
+        # consumers account for; the root always counts), 2 if it is a MUL that gets
+        # fused into the ADD right after it, which is its only consumer.
         for i in range(n):
             p = _order.items[i]
             if (<Value>p)._a is None:   # LEAF, or CUSTOM (its data is taken as given)
                 n_leaves += 1
-            elif (<Value>p)._code == POWC:
+                n_once += refs[i] == 1
+                continue
+            if Py_REFCNT(p) > refs[i] or p == <PyObject*>root:
+                mark[i] = 1
+            if (<Value>p)._code == POWC:
                 n_powc += 1
+            elif ((<Value>p)._code == ADD and prev != NULL and (<Value>prev)._code == MUL
+                    and refs[(<Value>prev)._slot] == 1 and not mark[(<Value>prev)._slot]
+                    and (<PyObject*>(<Value>p)._a == prev or <PyObject*>(<Value>p)._b == prev)):
+                mark[(<Value>prev)._slot] = 2
+                n_fused += 1
+            prev = p
         self.n_leaves = n_leaves
         self.n_ops = n - n_leaves
+        self.n_code = self.n_ops - n_fused
         self.n_slots = n + 1 + n_powc
         self._nodes = <PyObject**>_alloc(n, sizeof(PyObject*))
-        self.op = <unsigned char*>_alloc(self.n_ops, sizeof(unsigned char))
-        self.x = <int*>_alloc(self.n_ops, sizeof(int))
-        self.y = <int*>_alloc(self.n_ops, sizeof(int))
+        self.op = <unsigned char*>_alloc(self.n_code, sizeof(unsigned char))
+        self.x = <int*>_alloc(self.n_code, sizeof(int))
+        self.y = <int*>_alloc(self.n_code, sizeof(int))
+        self.z = <int*>_alloc(self.n_code, sizeof(int))
+        self.fused_in = <int*>_alloc(n_fused, sizeof(int))
         self.val = <double*>_alloc(self.n_slots, sizeof(double))
         self.spare = <double*>_alloc(self.n_slots, sizeof(double))
         self.grd = <double*>_alloc(self.n_slots, sizeof(double))
+        self.by_use = <int*>_alloc(n_leaves, sizeof(int))
         self.held = <int*>_alloc(self.n_ops, sizeof(int))
         self.is_held = <unsigned char*>_alloc(n, sizeof(unsigned char))
-        self.checked = <int*>_alloc(self.n_ops, sizeof(int))
-        # slots: leaves first, then op nodes, both in topological order
-        k = 0
+        self.checked = <int*>_alloc(self.n_code, sizeof(int))
+        # slots: leaves, instruction nodes, fused MULs, each group in walk order
+        j = k = 0
         for i in range(n):
             p = _order.items[i]
-            s = k if (<Value>p)._a is None else n_leaves + (i - k)
             if (<Value>p)._a is None:
+                s = j
+                j += 1
+                if refs[i] == 1:
+                    self.by_use[n_leaves - n_once + (j - 1 - self.n_shared)] = s
+                else:
+                    self.by_use[self.n_shared] = s
+                    self.n_shared += 1
+            elif mark[i] == 2:
+                s = n_leaves + self.n_code + (i - j - k)
+            else:
+                s = n_leaves + k
                 k += 1
+            if mark[i] == 1:
+                self.held[self.n_held] = s
+                self.n_held += 1
+                self.is_held[s] = 1
             (<Value>p)._slot = s
             Py_INCREF(<object>p)
             self._nodes[s] = p
             self.val[s] = (<Value>p).data
             self.grd[s] = (<Value>p).grad
+        free(refs)
+        free(mark)
         # instructions; constants go after the nodes: slot n is 0.0, then POWC exponents
         s = n + 1
-        for k in range(self.n_ops):
+        j = 0
+        for k in range(self.n_code):
             v = <Value>self._nodes[n_leaves + k]
             v._flags |= TAPED
             self.op[k] = v._code
@@ -797,22 +859,18 @@ cdef class Tape:
                 s += 1
             else:
                 self.y[k] = n
+            if v._code == ADD and max(v._a._slot, v._b._slot) >= n_leaves + self.n_code:
+                m = v._b if v._b._slot > v._a._slot else v._a    # the fused MUL: its slot
+                m._flags |= TAPED                                # is the higher one
+                self.op[k] = FMA
+                self.x[k] = v._a._slot if m is v._b else v._b._slot
+                self.y[k] = m._a._slot
+                self.z[k] = m._b._slot
+                self.fused_in[j] = k
+                j += 1
             if _can_raise(v._code):
                 self.checked[self.n_checked] = k
                 self.n_checked += 1
-        # Which op nodes does the user hold? Those with more references than the graph
-        # (one per parent) plus this tape account for. The root always counts as held.
-        refs = <int*>_alloc(n, sizeof(int))
-        for k in range(self.n_ops):
-            refs[self.x[k]] += 1
-            if (<Value>self._nodes[n_leaves + k])._b is not None:
-                refs[self.y[k]] += 1
-        for s in range(n_leaves, n):
-            if Py_REFCNT(self._nodes[s]) > refs[s] + 1 or self._nodes[s] == <PyObject*>root:
-                self.held[self.n_held] = s
-                self.n_held += 1
-                self.is_held[s] = 1
-        free(refs)
         memcpy(self.spare, self.val, self.n_slots * sizeof(double))    # constants in both
         self.root_slot = root._slot
         self._root = root
@@ -832,9 +890,12 @@ cdef class Tape:
         free(self.op)
         free(self.x)
         free(self.y)
+        free(self.z)
+        free(self.fused_in)
         free(self.val)
         free(self.spare)
         free(self.grd)
+        free(self.by_use)
         free(self.held)
         free(self.is_held)
         free(self.checked)
@@ -868,6 +929,7 @@ cdef class Tape:
         cdef Py_ssize_t s
         if not (self.stale_data or self.stale_grad):
             return
+        self._fill_fused()
         for s in range(self.n_leaves, self.n_leaves + self.n_ops):
             if self.is_held[s]:
                 continue
@@ -877,6 +939,14 @@ cdef class Tape:
                 (<Value>self._nodes[s]).grad = self.grd[s]
         self.stale_data = self.stale_grad = False
         _n_stale -= 1
+
+    cdef void _fill_fused(self) noexcept:
+        """The fused MULs' data and grads, which replay skips, for writing back."""
+        cdef Py_ssize_t j, k, f = self.n_leaves + self.n_code
+        for j in range(self.n_ops - self.n_code):
+            k = self.fused_in[j]
+            self.val[f + j] = self.val[self.y[k]] * self.val[self.z[k]]
+            self.grd[f + j] = self.grd[self.n_leaves + k]  # the ADD's grad, passed on
 
     cdef void _mark_stale(self, bint data) noexcept:
         global _n_stale
@@ -895,14 +965,19 @@ cdef class Tape:
         cdef unsigned char* op = self.op
         cdef int* x = self.x
         cdef int* y = self.y
+        cdef int* z = self.z
         _sync_tapes(self)
         for s in range(base):
             val[s] = (<Value>self._nodes[s]).data
-        for k in range(self.n_ops):
-            val[base + k] = _forward(op[k], val[x[k]], val[y[k]])
+        for k in range(self.n_code):
+            if op[k] == FMA:
+                val[base + k] = val[x[k]] + val[y[k]] * val[z[k]]
+            else:
+                val[base + k] = _forward(op[k], val[x[k]], val[y[k]])
         self.spare = self.val           # complete: the new values become current
         self.val = val
         if _observed:
+            self._fill_fused()
             for s in range(base, base + self.n_ops):
                 (<Value>self._nodes[s]).data = val[s]
         else:
@@ -915,29 +990,48 @@ cdef class Tape:
     def backward(self):
         """Gradients of the root, as root.backward() on a freshly built graph: op nodes'
         grads restart from 0, the root's is 1, leaves' grads accumulate."""
-        cdef Py_ssize_t s, k, base = self.n_leaves
+        cdef Py_ssize_t s, j, k, base = self.n_leaves
         cdef double* val = self.val
         cdef double* grd = self.grd
         cdef unsigned char* op = self.op
         cdef int* x = self.x
         cdef int* y = self.y
+        cdef int* z = self.z
         cdef double g, dx, dy
         _sync_tapes(self)
         for s in range(self.n_checked):         # raise before any grad changes
             k = self.checked[s]
             _check_partials(op[k], val[x[k]], val[y[k]])
-        for s in range(base):
+        # Leaves accumulate: old grad + c1 + c2 + ... in eager's order. A leaf used once
+        # gets one c: it starts from -0.0 (for which -0.0 + c is c, bit for bit) and
+        # is added to its Value at the end, so its Value is visited once, not twice.
+        for j in range(self.n_shared):
+            s = self.by_use[j]
             grd[s] = (<Value>self._nodes[s]).grad
-        memset(grd + base, 0, (self.n_slots - base) * sizeof(double))
+        for j in range(self.n_shared, base):
+            grd[self.by_use[j]] = -0.0
+        # op nodes' grads restart from 0 (the fused MULs' are filled in when read)
+        memset(grd + base, 0, self.n_code * sizeof(double))
+        memset(grd + base + self.n_ops, 0, (self.n_slots - base - self.n_ops) * sizeof(double))
         grd[self.root_slot] = 1.0
-        for k in range(self.n_ops - 1, -1, -1):
+        for k in range(self.n_code - 1, -1, -1):
             g = grd[base + k]
-            _partials(op[k], val[x[k]], val[y[k]], val[base + k], &dx, &dy)
-            grd[x[k]] += dx * g
-            grd[y[k]] += dy * g                 # unary ops: lands in a constant's slot
-        for s in range(base):
+            if op[k] == FMA:
+                grd[x[k]] += g                  # the ADD passes g to acc and to the MUL
+                grd[y[k]] += val[z[k]] * g
+                grd[z[k]] += val[y[k]] * g
+            else:
+                _partials(op[k], val[x[k]], val[y[k]], val[base + k], &dx, &dy)
+                grd[x[k]] += dx * g
+                grd[y[k]] += dy * g             # unary ops: lands in a constant's slot
+        for j in range(self.n_shared):
+            s = self.by_use[j]
             (<Value>self._nodes[s]).grad = grd[s]
+        for j in range(self.n_shared, base):
+            s = self.by_use[j]
+            (<Value>self._nodes[s]).grad += grd[s]
         if _observed:
+            self._fill_fused()
             for s in range(base, base + self.n_ops):
                 (<Value>self._nodes[s]).grad = grd[s]
         else:
@@ -961,8 +1055,22 @@ cdef class Tape:
     @property
     def nodes(self):
         """Every recorded node, leaves first, then op nodes in topological order."""
+        cdef Py_ssize_t j, k, base = self.n_leaves
         _observe()
-        return [<Value>self._nodes[s] for s in range(self.n_leaves + self.n_ops)]
+        nodes = [<Value>self._nodes[s] for s in range(base)]
+        j = 0
+        for k in range(self.n_code):
+            if self.op[k] == FMA:          # its fused MUL came right before it
+                nodes.append(<Value>self._nodes[base + self.n_code + j])
+                j += 1
+            nodes.append(<Value>self._nodes[base + k])
+        return nodes
+
+    @property
+    def n_instructions(self):
+        """How many instructions a replay runs: one per op node, less the fused MULs."""
+        return self.n_code
 
     def __repr__(self):
-        return "Tape(%d nodes, %d leaves)" % (len(self), self.n_leaves)
+        return "Tape(%d nodes, %d leaves, %d instructions)" % (
+            len(self), self.n_leaves, self.n_code)

@@ -75,7 +75,7 @@ def eager(engine, xs, seed):
 
 
 def close(x, y):
-    return math.isclose(x, y, rel_tol=1e-12, abs_tol=1e-12)
+    return x == y or (math.isnan(x) and math.isnan(y))
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -325,6 +325,118 @@ def test_len_leaves_nodes_root(engine):
     assert "5" in repr(t2) and "3" in repr(t2)
 
 
+# ---------------------------------------------------------------------------------
+# FMA: an ADD and the MUL that feeds only it run as one instruction.
+# ---------------------------------------------------------------------------------
+def neuron(V, n, seed=0):
+    rng = random.Random(seed)
+    w = [V(rng.uniform(-1, 1)) for _ in range(n)]
+    x = [V(rng.uniform(-1, 1)) for _ in range(n)]
+    b = V(0.1)
+    return sum((wi * xi for wi, xi in zip(w, x)), b), w, x, b   # nn.py's Neuron
+
+
+def test_a_neurons_products_fuse_into_its_sums(engine):
+    act, w, x, b = neuron(engine.Value, 5)
+    tape = engine.Tape(act)
+    assert len(tape) == 11 + 10                 # 11 leaves, 5 MULs, 5 ADDs
+    assert tape.n_instructions == 5
+    assert "5 instructions" in repr(tape)
+    nodes = tape.nodes                          # still topological: each MUL before its ADD
+    pos = {id(v): i for i, v in enumerate(nodes)}
+    assert nodes[-1] is act and len(pos) == len(nodes) == len(tape)
+    for v in nodes:
+        for c in v._prev:
+            assert pos[id(c)] < pos[id(v)]
+
+
+def test_fused_products_hold_eager_values_when_reached(engine):
+    """The MULs a replay skips get their data and grads when something reaches them."""
+    V = engine.Value
+    act, w, x, b = neuron(V, 4)
+    tape = engine.Tape(act)
+    for trial in range(3):
+        for v in w + x:
+            v.data = v.data * 0.5 + 0.25 * trial
+            v.grad = 0.0
+        tape.forward()
+        tape.backward()
+        fw, fx = [V(v.data) for v in w], [V(v.data) for v in x]
+        fresh = sum((wi * xi for wi, xi in zip(fw, fx)), V(b.data))
+        fresh.backward()
+        assert act.data == fresh.data
+        assert [v.grad for v in w + x] == [v.grad for v in fw + fx]
+        # walk down the sums: each ADD's children are the previous sum and a MUL
+        ours, theirs = act, fresh
+        while ours._op == "+":
+            (m,) = [c for c in ours._prev if c._op == "*"]
+            (fm,) = [c for c in theirs._prev if c._op == "*"]
+            assert (m.data, m.grad) == (fm.data, fm.grad) != (0.0, 0.0)
+            (ours,) = [c for c in ours._prev if c is not m]
+            (theirs,) = [c for c in theirs._prev if c is not fm]
+
+
+def test_products_used_twice_or_held_are_not_fused(engine):
+    V = engine.Value
+    w, x, b = V(0.5), V(-2.0), V(0.25)
+    m = w * x
+    z = (b + m) + m                 # m feeds two ADDs: it needs its own slot
+    tape = engine.Tape(z)
+    assert tape.n_instructions == 3
+    p = w * x
+    held = b + p                    # p is held by the user
+    t2 = engine.Tape(held)
+    w.data = 3.0
+    assert t2.forward() == 0.25 + 3.0 * -2.0
+    t2.backward()
+    assert (p.data, p.grad) == (-6.0, 1.0)
+    assert w.grad == -2.0 and x.grad == 3.0
+
+
+def test_fused_replay_equals_eager_bit_for_bit_on_an_mlp(engine):
+    """Products, sums and relus as in training; every grad the same float as eager."""
+    nn = __import__("micrograd.demo", fromlist=["nn_module"]).nn_module(engine.Value)
+    random.seed(7)
+    model = nn.MLP(3, [8, 8, 1])
+    rng = random.Random(3)
+    xs = [[engine.Value(rng.uniform(-2, 2)) for _ in range(3)] for _ in range(6)]
+    loss = sum((model(x) - 0.5) ** 2 for x in xs)
+    tape = engine.Tape(loss)
+    assert tape.n_instructions < len(tape) - len(tape.leaves)
+    for trial in range(3):
+        for p in model.parameters():
+            p.data += 0.01 * (trial + 1)
+        model.zero_grad()
+        got = tape.forward()
+        tape.backward()
+        grads = [p.grad for p in model.parameters()]
+        model.zero_grad()
+        fresh = sum((model(x) - 0.5) ** 2 for x in xs)
+        fresh.backward()
+        assert got == fresh.data
+        assert grads == [p.grad for p in model.parameters()]
+
+
+@pytest.mark.parametrize("old", [0.0, -0.0, 2.5])
+@pytest.mark.parametrize("w0", [0.0, -0.0, -3.0])
+def test_leaves_used_once_accumulate_as_eager_signed_zeros_too(engine, old, w0):
+    """A leaf used once is added to its Value after replay, not read first: -0.0 and
+    +0.0 grads must still come out as eager's old + contribution."""
+    V = engine.Value
+    x, w, u = V(1.5), V(w0), V(0.5)
+    z = x * w + u                   # x, w and u are each used once
+    tape = engine.Tape(z)
+    fx, fw, fu = V(1.5), V(w0), V(0.5)
+    for v in (x, w, u, fx, fw, fu):
+        v.grad = old
+    tape.forward()
+    tape.backward()
+    (fx * fw + fu).backward()
+    for ours, theirs in ((x, fx), (w, fw), (u, fu)):
+        assert ours.grad == theirs.grad
+        assert math.copysign(1.0, ours.grad) == math.copysign(1.0, theirs.grad)
+
+
 def test_tape_of_a_lone_leaf(engine):
     x = engine.Value(2.5)
     tape = engine.Tape(x)
@@ -555,7 +667,7 @@ def test_demo_with_tape_equals_eager(engine_name, demo_history):
     taped = demo_history(engine_name, True)
     assert len(eager_run) == len(taped) == 100
     for k, ((l1, a1), (l2, a2)) in enumerate(zip(eager_run, taped)):
-        assert math.isclose(l1, l2, rel_tol=1e-9, abs_tol=0.0), (k, l1, l2)
+        assert l1 == l2, (k, l1, l2)        # the issue asks rel 1e-9; replay gives the same floats
         assert a1 == a2
     assert taped[-1][1] == 1.0
 

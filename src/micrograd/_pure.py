@@ -23,6 +23,7 @@ EXP = 7       # e ** a
 LOG = 8       # ln(a)
 SIGMOID = 9   # 1 / (1 + e ** -a)
 CUSTOM = 10   # built by hand as Value(data, _children, _op): children walked, no rule
+FMA = 11      # Tape only: acc + a*b, an ADD fused with the MUL that feeds only it
 
 # Bits of Value._flags.
 VISITED = 1      # entered by the current topological walk (cleared when it ends)
@@ -123,6 +124,12 @@ def _partials(op, x, y, out):
     else:                               # LEAF and CUSTOM have no rule
         dx = 0.0
     return dx, dy
+
+
+# FMA, the tape's one fused op: out = acc + a*b, with partials 1 for acc, b for a and
+# a for b. A Tape writes ADD(acc, MUL(a, b)) this way when the MUL node feeds only that
+# ADD and comes right before it: one instruction instead of two, and the same floats,
+# in the same order, as the two ops. Its forward and backward are written in Tape's loops.
 
 
 def _can_raise(op):
@@ -522,20 +529,49 @@ class Tape:
         order = []
         _record(root, order, False)
         _unmark(order)
-        leaves = [p for p in order if p._a is None]      # LEAF, or CUSTOM (data as given)
-        ops = [p for p in order if p._a is not None]
-        self._nodes = leaves + ops      # the Value recorded in slot s
+        # Number the nodes in walk order and count each one's consumers in the graph.
+        for i, p in enumerate(order):
+            p._slot = i
+        refs = [0] * len(order)
+        for p in order:
+            if p._a is not None:
+                refs[p._a._slot] += 1
+                if p._b is not None:
+                    refs[p._b._slot] += 1
+        # A MUL fuses into the ADD right after it when that ADD is its only consumer.
+        # (The compiled core also keeps MULs the user holds unfused: it writes back
+        # only held nodes on replay. The twin writes every node back.)
+        fused, prev = set(), None
+        for p in order:
+            if p._a is None:            # LEAF, or CUSTOM (its data is taken as given)
+                continue
+            if (p._code == ADD and prev is not None and prev._code == MUL
+                    and refs[prev._slot] == 1 and (p._a is prev or p._b is prev)):
+                fused.add(prev)
+            prev = p
+        leaves = [p for p in order if p._a is None]
+        code = [p for p in order if p._a is not None and p not in fused]
+        muls = [p for p in order if p in fused]
+        self._nodes = leaves + code + muls      # the Value recorded in slot s
         self.n_leaves = len(leaves)     # slots [0, n_leaves): leaves, read by every forward()
-        self.n_ops = len(ops)           # then op nodes, children first
+        # leaf slots: those used more than once (or never: a lone root), then those used
+        # once, whose grads backward() adds to without reading them first (see there)
+        self.by_use = ([s for s, p in enumerate(leaves) if refs[p._slot] != 1]
+                       + [s for s, p in enumerate(leaves) if refs[p._slot] == 1])
+        self.n_shared = sum(refs[p._slot] != 1 for p in leaves)
+        self.n_ops = len(code) + len(muls)   # op nodes: first the n_code run by
+        self.n_code = len(code)         # instructions, then the MULs fused into an FMA
         for s, p in enumerate(self._nodes):
             p._slot = s
         n = len(self._nodes)
         self.val = [p.data for p in self._nodes] + [0.0]   # slot n: 0.0, unary ops' y
         self.grd = [p.grad for p in self._nodes] + [0.0]
-        self.op, self.x, self.y, self.checked = [], [], [], []
-        for k, v in enumerate(ops):
+        self.op, self.x, self.y, self.z, self.checked = [], [], [], [], []
+        self.fused_in = []              # per fused MUL: its FMA's instruction number
+        for k, v in enumerate(code):
             self.op.append(v._code)
             self.x.append(v._a._slot)
+            self.z.append(0)
             if v._b is not None:
                 self.y.append(v._b._slot)
             elif v._code == POWC:
@@ -544,20 +580,38 @@ class Tape:
                 self.grd.append(0.0)
             else:
                 self.y.append(n)
+            if v._code == ADD and max(v._a._slot, v._b._slot) >= self.n_leaves + self.n_code:
+                m = v._b if v._b._slot > v._a._slot else v._a    # the fused MUL: its slot
+                self.op[k] = FMA                                 # is the higher one
+                self.x[k] = v._a._slot if m is v._b else v._b._slot
+                self.y[k] = m._a._slot
+                self.z[k] = m._b._slot
+                self.fused_in.append(k)
             if _can_raise(v._code):
                 self.checked.append(k)
         self.root_slot = root._slot
         self._root = root
 
+    def _fill_fused(self):
+        """The fused MULs' data and grads, which replay skips, for writing back."""
+        f = self.n_leaves + self.n_code
+        for j, k in enumerate(self.fused_in):
+            self.val[f + j] = self.val[self.y[k]] * self.val[self.z[k]]
+            self.grd[f + j] = self.grd[self.n_leaves + k]  # the ADD's grad, passed on
+
     def forward(self):
         """Recompute every node from the leaves' current data; return the root's data."""
-        base = self.n_leaves
+        base, op, x, y, z = self.n_leaves, self.op, self.x, self.y, self.z
         val = list(self.val)    # computed aside: a replay that raises leaves val as it was
         for s in range(base):
             val[s] = self._nodes[s].data
-        for k in range(self.n_ops):
-            val[base + k] = _forward(self.op[k], val[self.x[k]], val[self.y[k]])
+        for k in range(self.n_code):
+            if op[k] == FMA:
+                val[base + k] = val[x[k]] + val[y[k]] * val[z[k]]
+            else:
+                val[base + k] = _forward(op[k], val[x[k]], val[y[k]])
         self.val = val
+        self._fill_fused()
         for s in range(base, base + self.n_ops):
             self._nodes[s].data = val[s]
         return val[self.root_slot]
@@ -566,19 +620,35 @@ class Tape:
         """Gradients of the root, as root.backward() on a freshly built graph: op nodes'
         grads restart from 0, the root's is 1, leaves' grads accumulate."""
         base, val, grd = self.n_leaves, self.val, self.grd
+        op, x, y, z = self.op, self.x, self.y, self.z
         for k in self.checked:                  # raise before any grad changes
-            _check_partials(self.op[k], val[self.x[k]], val[self.y[k]])
-        for s in range(base):
+            _check_partials(op[k], val[x[k]], val[y[k]])
+        # Leaves accumulate: old grad + c1 + c2 + ... in eager's order. A leaf used once
+        # gets one c: it starts from -0.0 (for which -0.0 + c is c, bit for bit) and
+        # is added to its Value at the end, so its Value is visited once, not twice.
+        for s in self.by_use[:self.n_shared]:
             grd[s] = self._nodes[s].grad
-        for s in range(base, len(grd)):
+        for s in self.by_use[self.n_shared:]:
+            grd[s] = -0.0
+        for s in range(base, len(grd)):         # op nodes' grads restart from 0
             grd[s] = 0.0
         grd[self.root_slot] = 1.0
-        for k in range(self.n_ops - 1, -1, -1):
+        for k in range(self.n_code - 1, -1, -1):
             g = grd[base + k]
-            dx, dy = _partials(self.op[k], val[self.x[k]], val[self.y[k]], val[base + k])
-            grd[self.x[k]] += dx * g
-            grd[self.y[k]] += dy * g            # unary ops: lands in a constant's slot
-        for s in range(base + self.n_ops):
+            if op[k] == FMA:
+                grd[x[k]] += g                  # the ADD passes g to acc and to the MUL
+                grd[y[k]] += val[z[k]] * g
+                grd[z[k]] += val[y[k]] * g
+            else:
+                dx, dy = _partials(op[k], val[x[k]], val[y[k]], val[base + k])
+                grd[x[k]] += dx * g
+                grd[y[k]] += dy * g             # unary ops: lands in a constant's slot
+        for s in self.by_use[:self.n_shared]:
+            self._nodes[s].grad = grd[s]
+        for s in self.by_use[self.n_shared:]:
+            self._nodes[s].grad += grd[s]
+        self._fill_fused()
+        for s in range(base, base + self.n_ops):
             self._nodes[s].grad = grd[s]
 
     def __len__(self):
@@ -596,7 +666,20 @@ class Tape:
     @property
     def nodes(self):
         """Every recorded node, leaves first, then op nodes in topological order."""
-        return list(self._nodes)
+        base = self.n_leaves
+        nodes = self._nodes[:base]
+        fused = iter(self._nodes[base + self.n_code:])
+        for k in range(self.n_code):
+            if self.op[k] == FMA:          # its fused MUL came right before it
+                nodes.append(next(fused))
+            nodes.append(self._nodes[base + k])
+        return nodes
+
+    @property
+    def n_instructions(self):
+        """How many instructions a replay runs: one per op node, less the fused MULs."""
+        return self.n_code
 
     def __repr__(self):
-        return "Tape(%d nodes, %d leaves)" % (len(self), self.n_leaves)
+        return "Tape(%d nodes, %d leaves, %d instructions)" % (
+            len(self), self.n_leaves, self.n_code)
