@@ -202,7 +202,7 @@ def task_demo(args):
             # Demo.tape_step, with a clock between the phases
             t0 = pc()
             loss = demo.tape.forward()
-            acc = sum((yi > 0) == (s.data > 0) for yi, s in zip(demo.y, demo._scores)) / len(demo.y)
+            acc = sum(pos == (s.data > 0) for pos, s in zip(demo._positive, demo._scores)) / len(demo.y)
             t1 = pc()
             demo.model.zero_grad()
             demo.tape.backward()

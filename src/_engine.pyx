@@ -677,14 +677,22 @@ cdef void _accumulate(PyObject** nodes, Py_ssize_t n) noexcept:
 # Tape: record a graph once, then replay forward and backward over dense C arrays.
 #
 # Recording numbers every node with a slot: leaves first, then op nodes in
-# topological order, then constants (0.0 for unary ops' y, POWC exponents). Op k
-# writes slot n_leaves + k from slots x[k] and y[k]. Replay touches only the arrays,
-# not the 64-byte nodes; values are copied back into the Values a user still holds
+# topological order (those fused into an FMA last), then constants (0.0 for unary
+# ops' y, POWC exponents). Instruction k writes slot n_leaves + k from slots code[k].x
+# and code[k].y (and .z). Replay touches only the arrays, not the Values of the op
+# nodes; values are copied back into the Values a user still holds
 # (the root, a list of scores...). The other op nodes can only be reached through
 # _prev, pickling, Tape.nodes or an eager backward(): those first sync every stale
 # tape into its nodes, and after _prev/pickling/Tape.nodes every replay writes all
 # of its nodes back (the user may now hold any of them).
 # ---------------------------------------------------------------------------------
+ctypedef struct Instr:           # one instruction, 16 bytes: a replay reads one stream
+    int op                       # op code (FMA included)
+    int x                        # first operand's slot (FMA: acc)
+    int y                        # second operand's slot, or a constant's (FMA: a)
+    int z                        # FMA: b's slot; unused by the other ops
+
+
 cdef Py_ssize_t _n_stale = 0     # live tapes whose nodes lag behind their arrays
 cdef bint _observed = False      # internals of a live tape were reached: write all back
 _live_tapes = weakref.WeakSet()
@@ -730,10 +738,7 @@ cdef class Tape:
                                 # then the MULs fused into an FMA (computed only when read)
     cdef Py_ssize_t n_slots     # all slots, constants included
     cdef Py_ssize_t root_slot   # the root's slot
-    cdef unsigned char* op      # instruction k, writing slot n_leaves + k: its op code...
-    cdef int* x                 # ...its first operand's slot...
-    cdef int* y                 # ...its second operand's (or a constant's) slot...
-    cdef int* z                 # ...and, for FMA (acc + a*b), b's slot (x is acc, y is a)
+    cdef Instr* code            # instruction k writes slot n_leaves + k
     cdef int* fused_in          # per fused MUL (slot n_leaves + n_code + j): its FMA's k
     cdef double* val            # data of every slot (the last complete forward())
     cdef double* spare          # forward() computes here, then swaps with val: a replay
@@ -803,10 +808,7 @@ cdef class Tape:
         self.n_code = self.n_ops - n_fused
         self.n_slots = n + 1 + n_powc
         self._nodes = <PyObject**>_alloc(n, sizeof(PyObject*))
-        self.op = <unsigned char*>_alloc(self.n_code, sizeof(unsigned char))
-        self.x = <int*>_alloc(self.n_code, sizeof(int))
-        self.y = <int*>_alloc(self.n_code, sizeof(int))
-        self.z = <int*>_alloc(self.n_code, sizeof(int))
+        self.code = <Instr*>_alloc(self.n_code, sizeof(Instr))
         self.fused_in = <int*>_alloc(n_fused, sizeof(int))
         self.val = <double*>_alloc(self.n_slots, sizeof(double))
         self.spare = <double*>_alloc(self.n_slots, sizeof(double))
@@ -849,23 +851,23 @@ cdef class Tape:
         for k in range(self.n_code):
             v = <Value>self._nodes[n_leaves + k]
             v._flags |= TAPED
-            self.op[k] = v._code
-            self.x[k] = v._a._slot
+            self.code[k].op = v._code
+            self.code[k].x = v._a._slot
             if v._b is not None:
-                self.y[k] = v._b._slot
+                self.code[k].y = v._b._slot
             elif v._code == POWC:
                 self.val[s] = v._c
-                self.y[k] = s
+                self.code[k].y = s
                 s += 1
             else:
-                self.y[k] = n
+                self.code[k].y = n
             if v._code == ADD and max(v._a._slot, v._b._slot) >= n_leaves + self.n_code:
                 m = v._b if v._b._slot > v._a._slot else v._a    # the fused MUL: its slot
                 m._flags |= TAPED                                # is the higher one
-                self.op[k] = FMA
-                self.x[k] = v._a._slot if m is v._b else v._b._slot
-                self.y[k] = m._a._slot
-                self.z[k] = m._b._slot
+                self.code[k].op = FMA
+                self.code[k].x = v._a._slot if m is v._b else v._b._slot
+                self.code[k].y = m._a._slot
+                self.code[k].z = m._b._slot
                 self.fused_in[j] = k
                 j += 1
             if _can_raise(v._code):
@@ -887,10 +889,7 @@ cdef class Tape:
         for s in range(self.n_leaves + self.n_ops - 1, -1, -1):
             Py_DECREF(<object>self._nodes[s])
         free(self._nodes)
-        free(self.op)
-        free(self.x)
-        free(self.y)
-        free(self.z)
+        free(self.code)
         free(self.fused_in)
         free(self.val)
         free(self.spare)
@@ -945,7 +944,7 @@ cdef class Tape:
         cdef Py_ssize_t j, k, f = self.n_leaves + self.n_code
         for j in range(self.n_ops - self.n_code):
             k = self.fused_in[j]
-            self.val[f + j] = self.val[self.y[k]] * self.val[self.z[k]]
+            self.val[f + j] = self.val[self.code[k].y] * self.val[self.code[k].z]
             self.grd[f + j] = self.grd[self.n_leaves + k]  # the ADD's grad, passed on
 
     cdef void _mark_stale(self, bint data) noexcept:
@@ -960,20 +959,26 @@ cdef class Tape:
     def forward(self):
         """Recompute every node from the leaves' current data; return the root's data."""
         cdef Py_ssize_t s, k, base = self.n_leaves
-        # locals, not self.x[k]: a store to val[] could alias self's fields for the compiler
+        # locals, not self.code: a store to val[] could alias self's fields for the compiler
         cdef double* val = self.spare
-        cdef unsigned char* op = self.op
-        cdef int* x = self.x
-        cdef int* y = self.y
-        cdef int* z = self.z
+        cdef Instr* code = self.code
+        cdef Instr c
+        cdef double a, out
         _sync_tapes(self)
         for s in range(base):
             val[s] = (<Value>self._nodes[s]).data
+        out = val[base - 1] if base else 0.0   # "the slot before": the last leaf, for k = 0
         for k in range(self.n_code):
-            if op[k] == FMA:
-                val[base + k] = val[x[k]] + val[y[k]] * val[z[k]]
+            # a neuron's sum is a chain of FMAs, each adding to the one before: take
+            # that operand from a register, not back through memory (a store-to-load
+            # round trip on the chain's critical path)
+            c = code[k]
+            a = out if c.x == base + k - 1 else val[c.x]
+            if c.op == FMA:
+                out = a + val[c.y] * val[c.z]
             else:
-                val[base + k] = _forward(op[k], val[x[k]], val[y[k]])
+                out = _forward(c.op, a, val[c.y])
+            val[base + k] = out
         self.spare = self.val           # complete: the new values become current
         self.val = val
         if _observed:
@@ -993,15 +998,14 @@ cdef class Tape:
         cdef Py_ssize_t s, j, k, base = self.n_leaves
         cdef double* val = self.val
         cdef double* grd = self.grd
-        cdef unsigned char* op = self.op
-        cdef int* x = self.x
-        cdef int* y = self.y
-        cdef int* z = self.z
+        cdef Instr* code = self.code
+        cdef Instr c
         cdef double g, dx, dy
         _sync_tapes(self)
         for s in range(self.n_checked):         # raise before any grad changes
             k = self.checked[s]
-            _check_partials(op[k], val[x[k]], val[y[k]])
+            c = code[k]
+            _check_partials(c.op, val[c.x], val[c.y])
         # Leaves accumulate: old grad + c1 + c2 + ... in eager's order. A leaf used once
         # gets one c: it starts from -0.0 (for which -0.0 + c is c, bit for bit) and
         # is added to its Value at the end, so its Value is visited once, not twice.
@@ -1016,14 +1020,15 @@ cdef class Tape:
         grd[self.root_slot] = 1.0
         for k in range(self.n_code - 1, -1, -1):
             g = grd[base + k]
-            if op[k] == FMA:
-                grd[x[k]] += g                  # the ADD passes g to acc and to the MUL
-                grd[y[k]] += val[z[k]] * g
-                grd[z[k]] += val[y[k]] * g
+            c = code[k]
+            if c.op == FMA:
+                grd[c.x] += g                   # the ADD passes g to acc and to the MUL
+                grd[c.y] += val[c.z] * g
+                grd[c.z] += val[c.y] * g
             else:
-                _partials(op[k], val[x[k]], val[y[k]], val[base + k], &dx, &dy)
-                grd[x[k]] += dx * g
-                grd[y[k]] += dy * g             # unary ops: lands in a constant's slot
+                _partials(c.op, val[c.x], val[c.y], val[base + k], &dx, &dy)
+                grd[c.x] += dx * g
+                grd[c.y] += dy * g              # unary ops: lands in a constant's slot
         for j in range(self.n_shared):
             s = self.by_use[j]
             (<Value>self._nodes[s]).grad = grd[s]
@@ -1060,7 +1065,7 @@ cdef class Tape:
         nodes = [<Value>self._nodes[s] for s in range(base)]
         j = 0
         for k in range(self.n_code):
-            if self.op[k] == FMA:          # its fused MUL came right before it
+            if self.code[k].op == FMA:     # its fused MUL came right before it
                 nodes.append(<Value>self._nodes[base + self.n_code + j])
                 j += 1
             nodes.append(<Value>self._nodes[base + k])
