@@ -19,7 +19,6 @@ import numbers as _numbers
 
 cdef extern from "Python.h":
     Py_ssize_t Py_REFCNT(PyObject* o)
-    void* Py_TYPE(PyObject* o)
     void PyType_Modified(type t)
 
 # ---------------------------------------------------------------------------------
@@ -187,49 +186,153 @@ cdef int _check_partials(int op, double x, double y) except -1:
 # Freeing: a deep chain must not free itself by C recursion (tp_dealloc calling
 # tp_dealloc a million times overflows the C stack). A dying node hands the children
 # it was the last owner of to the _pending stack; the outermost dealloc drains it.
-# Memory: freed nodes go to a freelist sized for a training step (~66k nodes), so the
-# next step's graph is built without calling the allocator.
+# Memory: nodes live in 1 MiB chunks of 56-byte slots, handed out in order (so a graph
+# built in one go lies in memory in creation order) and reused when freed. A few empty
+# chunks are kept, so the next training step's graph is built without the system
+# allocator; the rest go back to it.
 # ---------------------------------------------------------------------------------
 cdef extern from "Python.h":
     ctypedef struct _TypeSlots "PyTypeObject":     # the slots we read or replace
         Py_ssize_t tp_basicsize
-        unsigned long tp_flags
         void (*tp_dealloc)(PyObject*)
         PyObject* (*tp_alloc)(_TypeSlots*, Py_ssize_t)
-    PyObject* _generic_alloc "PyType_GenericAlloc"(_TypeSlots*, Py_ssize_t)
     void Py_SET_TYPE(PyObject*, _TypeSlots*)
     void Py_SET_REFCNT(PyObject*, Py_ssize_t)
-    void _free_object "PyObject_Free"(void*)
     void _fetch_error "PyErr_Fetch"(PyObject**, PyObject**, PyObject**)
     void _restore_error "PyErr_Restore"(PyObject*, PyObject*, PyObject*)
     void _decref "Py_DECREF"(PyObject*)
-    unsigned long Py_TPFLAGS_HEAPTYPE
+
+cdef extern from *:
+    """
+    #if defined(_WIN32)
+    #include <malloc.h>
+    static void* mg_chunk_alloc(size_t n) { return _aligned_malloc(n, n); }
+    static void mg_chunk_free(void* p, size_t n) { _aligned_free(p); }
+    #else
+    /* Straight from the kernel, so that a freed chunk leaves the process (malloc would
+       keep it in its heap): map 2n bytes, unmap all but an n-aligned middle. */
+    #include <stdint.h>
+    #include <sys/mman.h>
+    static void* mg_chunk_alloc(size_t n) {
+        char* p = (char*)mmap(NULL, 2 * n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        char* a;
+        if (p == (char*)MAP_FAILED) return NULL;
+        a = (char*)(((uintptr_t)p + n - 1) & ~(uintptr_t)(n - 1));
+        if (a > p) munmap(p, a - p);
+        munmap(a + n, p + n - a);
+        return a;
+    }
+    static void mg_chunk_free(void* p, size_t n) { munmap(p, n); }
+    #endif
+    """
+    void* _chunk_alloc "mg_chunk_alloc"(size_t n) noexcept   # n bytes aligned to n
+    void _chunk_free "mg_chunk_free"(void* p, size_t n) noexcept
+    PyObject* PyErr_NoMemory() noexcept     # sets MemoryError; tp_alloc then returns NULL
 
 cdef enum:
-    FREELIST_SIZE = 65536
+    CHUNK = 1 << 20         # bytes per chunk, and its alignment: rounding a node's address
+                            # down to a multiple of CHUNK finds its chunk's header
+    CHUNK_HEADER = 64       # the _Chunk at its start; nodes follow
+    SPARE_CHUNKS = 4        # empty chunks kept for the next graph (a demo step's is 3.5 MiB)
 
-cdef PyObject* _freelist[FREELIST_SIZE]     # memory of freed nodes, ready for reuse
-cdef Py_ssize_t _n_free = 0
+ctypedef struct _Chunk:     # the head of a chunk of node slots
+    void* free              # freed slots, linked through their first word
+    Py_ssize_t live         # nodes allocated here and not yet freed
+    Py_ssize_t used         # slots handed out so far by bumping; the rest are untouched
+    _Chunk* prev            # links in _partial, the chunks with freed slots to reuse
+    _Chunk* next
+    bint listed             # in _partial
+
+cdef Py_ssize_t _node_size = 0      # Value's tp_basicsize (set below the class)
+cdef Py_ssize_t _per_chunk = 0      # node slots per chunk
+cdef _Chunk* _current = NULL        # nodes are allocated from here...
+cdef _Chunk* _partial = NULL        # ...and, when it is full, from these chunks' freed slots
+cdef _Chunk* _spare[SPARE_CHUNKS]   # empty chunks, kept rather than returned to the system
+cdef int _n_spare = 0
 cdef PyObject** _pending = NULL             # children whose last owner just died
 cdef Py_ssize_t _n_pending = 0
 cdef Py_ssize_t _cap_pending = 0
 cdef bint _draining = False                 # an outer dealloc is draining _pending
 
 
+cdef inline void _unlink(_Chunk* c) noexcept:
+    global _partial
+    if c.prev != NULL:
+        c.prev.next = c.next
+    else:
+        _partial = c.next
+    if c.next != NULL:
+        c.next.prev = c.prev
+    c.listed = False
+
+
+cdef _Chunk* _fresh_chunk() noexcept:
+    """A chunk to allocate from: one with freed slots, a spare, or a new one (NULL if
+    the system has no memory)."""
+    global _n_spare
+    cdef _Chunk* c = _partial
+    if c != NULL:
+        _unlink(c)
+        return c
+    if _n_spare:
+        _n_spare -= 1
+        return _spare[_n_spare]
+    c = <_Chunk*>_chunk_alloc(CHUNK)
+    if c != NULL:
+        memset(c, 0, sizeof(_Chunk))
+    return c
+
+
 cdef PyObject* _value_alloc(_TypeSlots* tp, Py_ssize_t nitems) noexcept:
-    """tp_alloc: a zeroed node, from the freelist when possible."""
-    global _n_free
+    """tp_alloc: a zeroed node, from the current chunk (pymalloc would round 56 bytes
+    up to 64: its blocks are 16-byte aligned; doubles and pointers need only 8)."""
+    global _current
+    cdef _Chunk* c = _current
     cdef PyObject* o
-    cdef Py_ssize_t i
-    if _n_free and not tp.tp_flags & Py_TPFLAGS_HEAPTYPE:
-        _n_free -= 1
-        o = _freelist[_n_free]
-        for i in range(tp.tp_basicsize // 8):   # zero it (gcc makes this a memset call)
-            (<unsigned long long*>o)[i] = 0
-        Py_SET_TYPE(o, tp)
-        Py_SET_REFCNT(o, 1)
-        return o
-    return _generic_alloc(tp, nitems)
+    if c == NULL or (c.free == NULL and c.used == _per_chunk):
+        c = _fresh_chunk()
+        if c == NULL:
+            PyErr_NoMemory()
+            return NULL
+        _current = c                    # the full one is listed again when a node in it dies
+    if c.free != NULL:
+        o = <PyObject*>c.free
+        c.free = (<void**>c.free)[0]
+    else:
+        o = <PyObject*>(<char*>c + CHUNK_HEADER + c.used * _node_size)
+        c.used += 1
+    c.live += 1
+    memset(o, 0, _node_size)
+    Py_SET_TYPE(o, tp)
+    Py_SET_REFCNT(o, 1)
+    return o
+
+
+cdef inline void _value_free(PyObject* o) noexcept:
+    """Return a dead node's slot to its chunk; hand back chunks that empty out."""
+    global _partial, _n_spare
+    cdef _Chunk* c = <_Chunk*>(<size_t>o & ~(<size_t>CHUNK - 1))
+    (<void**>o)[0] = c.free
+    c.free = <void*>o
+    c.live -= 1
+    if c == _current:
+        return
+    if c.live == 0:                     # empty: keep it as a spare, or give it back
+        if c.listed:
+            _unlink(c)
+        if _n_spare < SPARE_CHUNKS:
+            memset(c, 0, sizeof(_Chunk))
+            _spare[_n_spare] = c
+            _n_spare += 1
+        else:
+            _chunk_free(c, CHUNK)
+    elif not c.listed:                  # its first freed slot: offer it for reuse
+        c.prev = NULL
+        c.next = _partial
+        if _partial != NULL:
+            _partial.prev = c
+        _partial = c
+        c.listed = True
 
 
 cdef inline void _release(PyObject* child) noexcept:
@@ -263,16 +366,13 @@ cdef void _drop_extra(PyObject* o) noexcept:
 
 cdef void _value_dealloc(PyObject* o) noexcept:
     """tp_dealloc: release the children (iteratively), recycle the memory."""
-    global _draining, _n_pending, _n_free
+    global _draining, _n_pending
     if (<Value>o)._flags & HAS_EXTRA:
         _drop_extra(o)
     _release(<PyObject*>(<Value>o)._a)     # the dying node's two references
-    _release(<PyObject*>(<Value>o)._b)
-    if _n_free < FREELIST_SIZE and not (<_TypeSlots*>Py_TYPE(o)).tp_flags & Py_TPFLAGS_HEAPTYPE:
-        _freelist[_n_free] = o
-        _n_free += 1
-    else:
-        _free_object(o)
+    if _b(<Value>o) != NULL:
+        _release(_b(<Value>o))
+    _value_free(o)
     if _draining:
         return
     _draining = True
@@ -285,6 +385,12 @@ cdef void _value_dealloc(PyObject* o) noexcept:
 # ---------------------------------------------------------------------------------
 # The node.
 # ---------------------------------------------------------------------------------
+ctypedef union _Second:         # a node's second input; which member is set, its op says:
+    PyObject* b                 # ADD, MUL, POW: the second operand (an owned reference);
+                                # NULL for leaves and unary ops
+    double c                    # POWC: the constant exponent
+
+
 @cython.final        # no subclasses: attribute access and calls bind statically
 @cython.no_gc        # children are always older nodes, so no cycle can exist: skip the GC
 cdef class Value:
@@ -292,12 +398,13 @@ cdef class Value:
     cdef public double data     # forward value (always a C double)
     cdef public double grad     # d(root)/d(self), accumulated by backward()
     cdef Value _a               # first operand, None for a leaf
-    cdef Value _b               # second operand, None for unary ops and POWC
-    cdef double _c              # POWC's exponent; unused by other ops
+    cdef _Second _second        # second operand or POWC's exponent: read with _b and _y
     cdef unsigned char _code    # op code: selects the forward and the local-gradient rule
     cdef unsigned char _flags   # VISITED | DONE | INT_EXP | HAS_EXTRA | TAPED bits
     cdef unsigned int _slot     # scratch: this node's slot in the Tape being recorded
-    # (data..._slot fill 48 bytes after the 16-byte object header: 64 in all, no GC header)
+    # (data..._slot fill 38 bytes after the 16-byte object header: 56 in all, no GC header;
+    # sharing 8 bytes between the second operand and the exponent, which no op uses both
+    # of, is what keeps a node under pymalloc's 64-byte size class)
 
     def __init__(self, data, _children=(), _op='', label=''):
         if type(data) is not float and isinstance(data, _numbers.Complex) and not isinstance(data, _numbers.Real):
@@ -426,9 +533,9 @@ cdef class Value:
             return set(_get_extra(self, 2))
         if self._a is None:
             return set()
-        if self._b is None:
+        if _b(self) == NULL:
             return {self._a}
-        return {self._a, self._b}
+        return {self._a, <Value>_b(self)}
 
     @property
     def _op(self):
@@ -436,7 +543,7 @@ cdef class Value:
         if name is not None:
             return name
         if self._code == POWC:
-            return '**%r' % (int(self._c) if self._flags & INT_EXP else self._c)
+            return '**%r' % (int(self._second.c) if self._flags & INT_EXP else self._second.c)
         return _OP_NAMES[self._code]
 
     @property
@@ -457,11 +564,14 @@ cdef class Value:
         if self._flags & TAPED:
             _observe()
         extra = tuple(_extras[id(self)]) if self._flags & HAS_EXTRA else None
-        return (_rebuild, (self.data, self.grad, self._code, self._a, self._b, self._c,
+        return (_rebuild, (self.data, self.grad, self._code, self._a, _b_or_none(self),
+                           self._second.c if self._code == POWC else 0.0,
                            self._flags & INT_EXP, extra))
 
 
 # Install the allocator pair above (and tell CPython the type changed).
+_node_size = (<_TypeSlots*>Value).tp_basicsize
+_per_chunk = (CHUNK - CHUNK_HEADER) // _node_size
 (<_TypeSlots*>Value).tp_alloc = _value_alloc
 (<_TypeSlots*>Value).tp_dealloc = _value_dealloc
 PyType_Modified(Value)
@@ -482,13 +592,25 @@ def _rebuild(data, grad, op, a, b, c, int_exp, extra):
 # Building nodes. Value.__new__ skips __init__; the freelist makes it cheap.
 # ---------------------------------------------------------------------------------
 cdef inline Value _node(double data, int op, Value a, Value b, double c):
-    cdef Value v = Value.__new__(Value)
+    cdef Value v = Value.__new__(Value)     # zeroed: _second.b is NULL
     v.data = data
     v._code = op
     v._a = a
-    v._b = b
-    v._c = c
+    if op == POWC:
+        v._second.c = c
+    elif b is not None:
+        Py_INCREF(b)                        # released by _value_dealloc
+        v._second.b = <PyObject*>b
     return v
+
+
+cdef inline PyObject* _b(Value v) noexcept:
+    """v's second operand (borrowed), or NULL: leaves, unary ops and POWC have none."""
+    return NULL if v._code == POWC else v._second.b
+
+
+cdef inline Value _b_or_none(Value v):
+    return None if _b(v) == NULL else <Value>_b(v)
 
 
 cdef inline Value _leaf(double data):
@@ -612,8 +734,8 @@ cdef int _record(Value root, _Buf* order, bint check) except -1:
                         if not (<Value>c)._flags & VISITED:
                             _push(stack, <PyObject*>c)
                     continue
-                child = <PyObject*>(<Value>p)._b
-                if child != <PyObject*>None and not (<Value>child)._flags & VISITED:
+                child = _b(<Value>p)
+                if child != NULL and not (<Value>child)._flags & VISITED:
                     _push(stack, child)
                 child = <PyObject*>(<Value>p)._a
                 if child != <PyObject*>None and not (<Value>child)._flags & VISITED:
@@ -647,7 +769,9 @@ cdef extern from *:
 
 cdef inline double _y(Value v) noexcept:
     """The y of v's rule: second operand's data, POWC's exponent, or 0.0 (unary)."""
-    return v._b.data if v._b is not None else v._c
+    if v._code == POWC:
+        return v._second.c
+    return (<Value>v._second.b).data if v._second.b != NULL else 0.0
 
 
 cdef inline void _chain(Value out) noexcept:
@@ -657,8 +781,8 @@ cdef inline void _chain(Value out) noexcept:
         return
     _partials(out._code, out._a.data, _y(out), out.data, &dx, &dy)
     out._a.grad += dx * out.grad
-    if out._b is not None:
-        out._b.grad += dy * out.grad
+    if _b(out) != NULL:
+        (<Value>_b(out)).grad += dy * out.grad
 
 
 cdef void _accumulate(PyObject** nodes, Py_ssize_t n) noexcept:
@@ -762,7 +886,7 @@ cdef class Tape:
         cdef Py_ssize_t i, j, k, s, n, n_leaves = 0, n_once = 0, n_fused = 0, n_powc = 0
         cdef PyObject* p
         cdef PyObject* prev = NULL
-        cdef Value v, m
+        cdef Value v, m, b
         cdef int* refs
         cdef unsigned char* mark
         if self._nodes != NULL:
@@ -782,8 +906,8 @@ cdef class Tape:
             p = _order.items[i]
             if (<Value>p)._a is not None:
                 refs[(<Value>p)._a._slot] += 1
-                if (<Value>p)._b is not None:
-                    refs[(<Value>p)._b._slot] += 1
+                if _b(<Value>p) != NULL:
+                    refs[(<Value>_b(<Value>p))._slot] += 1
         # mark[i]: 1 if the user holds op node i (it has more references than its
         # consumers account for; the root always counts), 2 if it is a MUL that gets
         # fused into the ADD right after it, which is its only consumer.
@@ -799,7 +923,7 @@ cdef class Tape:
                 n_powc += 1
             elif ((<Value>p)._code == ADD and prev != NULL and (<Value>prev)._code == MUL
                     and refs[(<Value>prev)._slot] == 1 and not mark[(<Value>prev)._slot]
-                    and (<PyObject*>(<Value>p)._a == prev or <PyObject*>(<Value>p)._b == prev)):
+                    and (<PyObject*>(<Value>p)._a == prev or _b(<Value>p) == prev)):
                 mark[(<Value>prev)._slot] = 2
                 n_fused += 1
             prev = p
@@ -853,21 +977,22 @@ cdef class Tape:
             v._flags |= TAPED
             self.code[k].op = v._code
             self.code[k].x = v._a._slot
-            if v._b is not None:
-                self.code[k].y = v._b._slot
+            b = _b_or_none(v)
+            if b is not None:
+                self.code[k].y = b._slot
             elif v._code == POWC:
-                self.val[s] = v._c
+                self.val[s] = v._second.c
                 self.code[k].y = s
                 s += 1
             else:
                 self.code[k].y = n
-            if v._code == ADD and max(v._a._slot, v._b._slot) >= n_leaves + self.n_code:
-                m = v._b if v._b._slot > v._a._slot else v._a    # the fused MUL: its slot
-                m._flags |= TAPED                                # is the higher one
+            if v._code == ADD and max(v._a._slot, b._slot) >= n_leaves + self.n_code:
+                m = b if b._slot > v._a._slot else v._a     # the fused MUL: its slot
+                m._flags |= TAPED                           # is the higher one
                 self.code[k].op = FMA
-                self.code[k].x = v._a._slot if m is v._b else v._b._slot
+                self.code[k].x = v._a._slot if m is b else b._slot
                 self.code[k].y = m._a._slot
-                self.code[k].z = m._b._slot
+                self.code[k].z = (<Value>m._second.b)._slot
                 self.fused_in[j] = k
                 j += 1
             if _can_raise(v._code):
