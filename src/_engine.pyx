@@ -5,9 +5,10 @@ Read this file next to ``micrograd/_pure.py``, its pure-Python twin: the same op
 codes, the same rules in the same order, the same iterative topological walk.
 
 Where upstream micrograd gives every node a Python ``set`` of children and a
-``_backward`` closure, here a node is a 64-byte C struct: two child pointers, an op
-code and one constant. The op code selects both the forward rule (``_forward``) and
-the local gradients (``_partials``); the two are written side by side below.
+``_backward`` closure, here a node is a 56-byte C struct: two child pointers (the
+second shares its 8 bytes with a constant exponent) and an op code. The op code
+selects both the forward rule (``_forward``) and the local gradients
+(``_partials``); the two are written side by side below.
 """
 cimport cython
 from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
@@ -402,9 +403,8 @@ cdef class Value:
     cdef unsigned char _code    # op code: selects the forward and the local-gradient rule
     cdef unsigned char _flags   # VISITED | DONE | INT_EXP | HAS_EXTRA | TAPED bits
     cdef unsigned int _slot     # scratch: this node's slot in the Tape being recorded
-    # (data..._slot fill 38 bytes after the 16-byte object header: 56 in all, no GC header;
-    # sharing 8 bytes between the second operand and the exponent, which no op uses both
-    # of, is what keeps a node under pymalloc's 64-byte size class)
+    # (data..._slot fill 38 bytes after the 16-byte object header: 56 in all with padding,
+    # no GC header; no op has both a second operand and an exponent, so they share 8 bytes)
 
     def __init__(self, data, _children=(), _op='', label=''):
         if type(data) is not float and isinstance(data, _numbers.Complex) and not isinstance(data, _numbers.Real):
@@ -589,7 +589,7 @@ def _rebuild(data, grad, op, a, b, c, int_exp, extra):
 
 
 # ---------------------------------------------------------------------------------
-# Building nodes. Value.__new__ skips __init__; the freelist makes it cheap.
+# Building nodes. Value.__new__ skips __init__; the chunk allocator makes it cheap.
 # ---------------------------------------------------------------------------------
 cdef inline Value _node(double data, int op, Value a, Value b, double c):
     cdef Value v = Value.__new__(Value)     # zeroed: _second.b is NULL
