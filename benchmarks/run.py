@@ -658,9 +658,11 @@ def main(argv=None):
     }
     busy0, own0, wall0 = cpu_busy_seconds(), own_cpu_seconds(), time.monotonic()
     try:
-        pf = run_worker(["pagefault", 128])["ns_per_page"]
-        env["pagefault"] = (f"{pf[0] / 1000:.1f} µs per 4 KiB page (then {pf[1] / 1000:.1f} µs), "
-                            f"i.e. {pf[0] / 64:.0f} ns per 64-byte node: a growing heap pays this")
+        probe = run_worker(["pagefault", 128])
+        pf, node = probe["ns_per_page"], probe["node_bytes"]
+        env["pagefault"] = (f"{pf[0] / 1000:.1f} µs per {probe['page_size'] // 1024} KiB page "
+                            f"(then {pf[1] / 1000:.1f} µs), i.e. {pf[0] * node / probe['page_size']:.0f} "
+                            f"ns per {node}-byte node: a growing heap pays this")
     except WorkerError as exc:
         log(f"page-fault probe failed: {exc}")
 

@@ -390,8 +390,9 @@ def task_pagefault(args):
         t2 = pc()
         buf.close()
         runs.append(((t1 - t0) - (t2 - t1)) / (size // page))
+    from micrograd._engine import Value
     return {"task": "pagefault", "mib": args.mib, "page_size": page,
-            "ns_per_page": runs, **base_info()}
+            "node_bytes": Value.__basicsize__, "ns_per_page": runs, **base_info()}
 
 
 def main(argv=None):

@@ -1,9 +1,9 @@
 """``python -m micrograd`` (or ``micrograd``): train upstream's moons demo and time it.
 
 Trains ``MLP(2, [16, 16, 1])`` on ``make_moons`` exactly as upstream's demo.ipynb does,
-with a progress bar, then times training steps of the compiled core and of its
-pure-Python twin, interleaved in this process, and (with ``--upstream-path``) of
-upstream micrograd 0.1.0 in a subprocess. Needs the ``demo`` extra; ``--plot`` also
+with a progress bar, then times training steps of the compiled core, of its
+pure-Python twin and (with ``--upstream-path``) of upstream micrograd 0.1.0, each in
+processes of its own, alternately. Needs the ``demo`` extra; ``--plot`` also
 needs matplotlib (the ``plot`` extra).
 """
 import argparse
@@ -16,7 +16,8 @@ import subprocess
 import sys
 import time
 
-ROUNDS = 5  # timed steps per engine in the speed comparison (after one warm-up step)
+ROUNDS = 5  # timed steps per engine and process in the speed comparison (after a warm-up step)
+PROCESSES = 2  # processes per engine, alternating: compiled, twin, twin, compiled
 
 
 def _int_at_least(low):
@@ -80,17 +81,41 @@ def plot_decision_boundary(demo, path, title):
     plt.close(fig)
 
 
-def compare(args, Demo):
-    """Median seconds per step of the compiled core and the twin, timed alternately."""
-    demos = [Demo("cython", args.samples, args.seed), Demo("python", args.samples, args.seed)]
-    times = [[], []]
-    for k in range(ROUNDS + 1):  # step 0 warms up (and records the tape)
-        for demo, ts in zip(demos, times):
-            t0 = time.perf_counter()
-            demo.tape_step(k) if args.tape else demo.step(k)
-            if k:
-                ts.append(time.perf_counter() - t0)
-    return [statistics.median(ts) for ts in times]
+ENGINE_SCRIPT = r"""
+import json, statistics, sys, time
+engine, n, seed, rounds, tape, gc_on = sys.argv[1], *map(int, sys.argv[2:])
+import gc
+if not gc_on:
+    gc.disable()
+from micrograd.demo import Demo
+demo = Demo(engine, n, seed)
+times = []
+for k in range(rounds + 1):         # step 0 warms up (and records the tape)
+    t0 = time.perf_counter()
+    demo.tape_step(k) if tape else demo.step(k)
+    times.append(time.perf_counter() - t0)
+print(json.dumps(times[1:]))
+"""
+
+
+def compare(args):
+    """Median seconds per step of the compiled core and the twin.
+
+    Each engine runs in processes of its own, alternately, as benchmarks/run.py does:
+    timed in one process, the two engines' steps disturb each other's caches and
+    allocator state, which made the compiled step look 2x slower than it is."""
+    times = {"cython": [], "python": []}
+    order = ["cython", "python"]
+    for r in range(PROCESSES):
+        for engine in (order if r % 2 == 0 else order[::-1]):
+            cmd = [sys.executable, "-c", ENGINE_SCRIPT, engine, str(args.samples),
+                   str(args.seed), str(ROUNDS), str(int(args.tape)), str(int(gc.isenabled()))]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode:
+                lines = proc.stderr.strip().splitlines() or ["no output"]
+                raise RuntimeError(f"timing the {engine} engine failed: {lines[-1]}")
+            times[engine] += json.loads(proc.stdout)
+    return statistics.median(times["cython"]), statistics.median(times["python"])
 
 
 UPSTREAM_SCRIPT = r"""
@@ -185,15 +210,18 @@ def main(argv=None):
     if args.no_compare:
         return 0
     gc_state = "gc enabled" if gc.isenabled() else "gc disabled"
-    print(f"speed, {mode} steps (median of {ROUNDS}, after a warm-up; "
+    print(f"speed, {mode} steps (median of {PROCESSES} x {ROUNDS}, after a warm-up; "
           f"Python {platform.python_version()}, {gc_state}):")
+    if engine.BACKEND != "cython":
+        print("  skipped: the compiled core is not available")
+        return 0
     try:
-        compiled, twin = compare(args, Demo)
-    except ImportError as exc:
-        print(f"  skipped: the compiled core is not available ({exc})")
+        compiled, twin = compare(args)
+    except RuntimeError as exc:
+        print(f"  skipped: {exc}")
         return 0
     print(f"  compiled (Cython)   {compiled * 1e3:9.2f} ms/step")
-    print(f"  pure-Python twin    {twin * 1e3:9.2f} ms/step, timed alternately")
+    print(f"  pure-Python twin    {twin * 1e3:9.2f} ms/step, each in its own processes, alternately")
     print(f"  compiled is {twin / compiled:.1f}x faster than the pure-Python twin")
     if not args.upstream_path:
         print("  upstream not installed (pip install --target DIR micrograd==0.1.0, "
