@@ -411,6 +411,9 @@ cdef class Value:
             # float() would only warn and drop a numpy complex's imaginary part
             raise TypeError("can't convert complex to float")
         self.data = data          # TypeError for str, None, ... as float() would give
+        self.grad = 0.0
+        if self._code != LEAF or self._flags & (HAS_EXTRA | INT_EXP):
+            _reset(self)          # __init__ called again on a used node: a fresh leaf first
         if _children:
             _children = tuple(_children)
             for child in _children:
@@ -609,6 +612,19 @@ cdef inline PyObject* _b(Value v) noexcept:
     return NULL if v._code == POWC else v._second.b
 
 
+cdef int _reset(Value v) except -1:
+    """Make v a fresh leaf again, keeping only its data (and TAPED: a live tape has it)."""
+    cdef PyObject* b = _b(v)
+    v._code = LEAF
+    v._second.b = NULL          # also clears POWC's exponent, which must not be read as a pointer
+    v._flags &= TAPED
+    if b != NULL:
+        _decref(b)
+    v._a = None
+    _extras.pop(id(v), None)
+    return 0
+
+
 cdef inline Value _b_or_none(Value v):
     return None if _b(v) == NULL else <Value>_b(v)
 
@@ -741,13 +757,14 @@ cdef int _record(Value root, _Buf* order, bint check) except -1:
                 if child != <PyObject*>None and not (<Value>child)._flags & VISITED:
                     _push(stack, child)
             else:
-                # operands done (or a stale duplicate entry): emit p once
-                stack.n -= 1
+                # operands done (or a stale duplicate entry): emit p once. Pop it last:
+                # if the push runs out of memory, p is still on the stack to be unmarked
                 if not (<Value>p)._flags & DONE:
-                    _set_flags(<Value>p, DONE)
                     _push(order, p)
+                    _set_flags(<Value>p, DONE)
                     if check and _can_raise((<Value>p)._code):
                         _check_partials((<Value>p)._code, (<Value>p)._a.data, _y(<Value>p))
+                stack.n -= 1
     except BaseException:
         _unmark(order.items, order.n)
         _unmark(stack.items, stack.n)
@@ -771,7 +788,7 @@ cdef inline double _y(Value v) noexcept:
     """The y of v's rule: second operand's data, POWC's exponent, or 0.0 (unary)."""
     if v._code == POWC:
         return v._second.c
-    return (<Value>v._second.b).data if v._second.b != NULL else 0.0
+    return (<Value>_b(v)).data if _b(v) != NULL else 0.0
 
 
 cdef inline void _chain(Value out) noexcept:
@@ -883,12 +900,9 @@ cdef class Tape:
     cdef object __weakref__     # for _live_tapes
 
     def __init__(self, Value root not None):
-        cdef Py_ssize_t i, j, k, s, n, n_leaves = 0, n_once = 0, n_fused = 0, n_powc = 0
-        cdef PyObject* p
-        cdef PyObject* prev = NULL
-        cdef Value v, m, b
-        cdef int* refs
-        cdef unsigned char* mark
+        cdef Py_ssize_t n
+        cdef int* refs = NULL
+        cdef unsigned char* mark = NULL
         if self._nodes != NULL:
             raise RuntimeError("Tape is already initialised")
         _sync_tapes()                   # the nodes' data seed the arrays
@@ -897,9 +911,26 @@ cdef class Tape:
         n = _order.n
         if n >= 2**31 - 2 - n:
             raise OverflowError("graph too large for a Tape (slots are C ints)")
+        try:
+            refs = <int*>_alloc(n, sizeof(int))
+            mark = <unsigned char*>_alloc(n, sizeof(unsigned char))
+            self._plan(root, n, refs, mark)
+            self._place(n, refs, mark)
+        finally:
+            free(refs)
+            free(mark)
+        self._compile(n)
+        memcpy(self.spare, self.val, self.n_slots * sizeof(double))    # constants in both
+        self.root_slot = root._slot
+        self._root = root
+        _live_tapes.add(self)
+
+    cdef int _plan(self, Value root, Py_ssize_t n, int* refs, unsigned char* mark) except -1:
+        """Count each node's consumers (refs) and decide its place (mark); allocate."""
+        cdef Py_ssize_t i, n_leaves = 0, n_fused = 0, n_powc = 0
+        cdef PyObject* p
+        cdef PyObject* prev = NULL      # the op node before p in walk order
         # Number the nodes in walk order and count each one's consumers in the graph.
-        refs = <int*>_alloc(n, sizeof(int))
-        mark = <unsigned char*>_alloc(n, sizeof(unsigned char))
         for i in range(n):
             (<Value>_order.items[i])._slot = i
         for i in range(n):
@@ -915,7 +946,7 @@ cdef class Tape:
             p = _order.items[i]
             if (<Value>p)._a is None:   # LEAF, or CUSTOM (its data is taken as given)
                 n_leaves += 1
-                n_once += refs[i] == 1
+                self.n_shared += refs[i] != 1
                 continue
             if Py_REFCNT(p) > refs[i] or p == <PyObject*>root:
                 mark[i] = 1
@@ -931,7 +962,8 @@ cdef class Tape:
         self.n_ops = n - n_leaves
         self.n_code = self.n_ops - n_fused
         self.n_slots = n + 1 + n_powc
-        self._nodes = <PyObject**>_alloc(n, sizeof(PyObject*))
+        # everything but _nodes, which comes last: __dealloc__ takes a tape with _nodes as
+        # fully built, and frees the rest of a tape whose recording ran out of memory
         self.code = <Instr*>_alloc(self.n_code, sizeof(Instr))
         self.fused_in = <int*>_alloc(n_fused, sizeof(int))
         self.val = <double*>_alloc(self.n_slots, sizeof(double))
@@ -941,23 +973,30 @@ cdef class Tape:
         self.held = <int*>_alloc(self.n_ops, sizeof(int))
         self.is_held = <unsigned char*>_alloc(n, sizeof(unsigned char))
         self.checked = <int*>_alloc(self.n_code, sizeof(int))
-        # slots: leaves, instruction nodes, fused MULs, each group in walk order
-        j = k = 0
+        self._nodes = <PyObject**>_alloc(n, sizeof(PyObject*))
+        return 0
+
+    cdef void _place(self, Py_ssize_t n, int* refs, unsigned char* mark) noexcept:
+        """Slots: leaves, instruction nodes, fused MULs, each group in walk order."""
+        cdef Py_ssize_t i, s, leaf = 0, code = 0, fused = 0, shared = 0, once = 0
+        cdef PyObject* p
         for i in range(n):
             p = _order.items[i]
             if (<Value>p)._a is None:
-                s = j
-                j += 1
-                if refs[i] == 1:
-                    self.by_use[n_leaves - n_once + (j - 1 - self.n_shared)] = s
+                s = leaf
+                leaf += 1
+                if refs[i] == 1:            # by_use: leaves used once after the others
+                    self.by_use[self.n_shared + once] = s
+                    once += 1
                 else:
-                    self.by_use[self.n_shared] = s
-                    self.n_shared += 1
+                    self.by_use[shared] = s
+                    shared += 1
             elif mark[i] == 2:
-                s = n_leaves + self.n_code + (i - j - k)
+                s = self.n_leaves + self.n_code + fused
+                fused += 1
             else:
-                s = n_leaves + k
-                k += 1
+                s = self.n_leaves + code
+                code += 1
             if mark[i] == 1:
                 self.held[self.n_held] = s
                 self.n_held += 1
@@ -967,13 +1006,15 @@ cdef class Tape:
             self._nodes[s] = p
             self.val[s] = (<Value>p).data
             self.grd[s] = (<Value>p).grad
-        free(refs)
-        free(mark)
-        # instructions; constants go after the nodes: slot n is 0.0, then POWC exponents
-        s = n + 1
-        j = 0
+
+    cdef void _compile(self, Py_ssize_t n) noexcept:
+        """One instruction per op node but the fused MULs; constants go after the nodes:
+        slot n is 0.0, then POWC exponents."""
+        cdef Py_ssize_t k, s = n + 1, j = 0
+        cdef Py_ssize_t fused_start = self.n_leaves + self.n_code
+        cdef Value v, b, m, acc
         for k in range(self.n_code):
-            v = <Value>self._nodes[n_leaves + k]
+            v = <Value>self._nodes[self.n_leaves + k]
             v._flags |= TAPED
             self.code[k].op = v._code
             self.code[k].x = v._a._slot
@@ -986,34 +1027,35 @@ cdef class Tape:
                 s += 1
             else:
                 self.code[k].y = n
-            if v._code == ADD and max(v._a._slot, b._slot) >= n_leaves + self.n_code:
-                m = b if b._slot > v._a._slot else v._a     # the fused MUL: its slot
-                m._flags |= TAPED                           # is the higher one
-                self.code[k].op = FMA
-                self.code[k].x = v._a._slot if m is b else b._slot
-                self.code[k].y = m._a._slot
-                self.code[k].z = (<Value>m._second.b)._slot
-                self.fused_in[j] = k
-                j += 1
+            if v._code == ADD:          # ADD(acc, MUL) or ADD(MUL, acc), the MUL fused?
+                m = acc = None
+                if b._slot >= fused_start:
+                    m, acc = b, v._a
+                elif v._a._slot >= fused_start:
+                    m, acc = v._a, b
+                if m is not None:
+                    m._flags |= TAPED
+                    self.code[k].op = FMA
+                    self.code[k].x = acc._slot
+                    self.code[k].y = m._a._slot
+                    self.code[k].z = _b_or_none(m)._slot
+                    self.fused_in[j] = k
+                    j += 1
             if _can_raise(v._code):
                 self.checked[self.n_checked] = k
                 self.n_checked += 1
-        memcpy(self.spare, self.val, self.n_slots * sizeof(double))    # constants in both
-        self.root_slot = root._slot
-        self._root = root
-        _live_tapes.add(self)
 
     def __dealloc__(self):
         cdef Py_ssize_t s
-        if self._nodes == NULL:
-            return
-        self._sync()
-        self._untag()
-        # op nodes root first, then leaves: every node's operands are still held
-        # here when it is released, so releasing never recurses
-        for s in range(self.n_leaves + self.n_ops - 1, -1, -1):
-            Py_DECREF(<object>self._nodes[s])
-        free(self._nodes)
+        if self._nodes != NULL:
+            self._sync()
+            self._untag()
+            # Highest slot first: the fused MULs (their ADDs still hold them), then op
+            # nodes root first, then leaves. Every node's operands are still held here when
+            # it is freed, so freeing never cascades down the graph.
+            for s in range(self.n_leaves + self.n_ops - 1, -1, -1):
+                Py_DECREF(<object>self._nodes[s])
+            free(self._nodes)
         free(self.code)
         free(self.fused_in)
         free(self.val)

@@ -257,3 +257,73 @@ def test_hand_built_node_with_a_non_value_child_raises_instead_of_crashing(engin
                                            if k != "PYTHONPATH"})
     assert proc.returncode == 0, f"interpreter died with {proc.returncode}: {proc.stderr[-500:]}"
     assert proc.stdout.startswith("raised"), proc.stdout
+
+
+# ---------------------------------------------------------------------------------
+# Calling __init__ again on a node that operations built (upstream allows it: the node
+# starts over as a fresh Value). The compiled node keeps a POWC's exponent where other
+# ops keep their second operand, so this must not leave either behind.
+# ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("build", ["x ** 3", "x * y", "x + y", "x.relu()", "(x ** y)"])
+def test_init_again_on_an_op_node_makes_a_fresh_node(engine, build):
+    import copy
+    import pickle
+    V = engine.Value
+    x, y = V(2.0), V(3.0)
+    v = eval(build, {"x": x, "y": y})
+    v.label = "old"
+    v.backward()
+    v.__init__(8.0, (x,), "f")
+    assert (v.data, v.grad, v._op, v.label, v._prev) == (8.0, 0.0, "f", "", {x})
+    z = v * 2 + y
+    z.backward()
+    assert v.grad == 2.0
+    w = pickle.loads(pickle.dumps(v))
+    assert (w.data, w._op) == (8.0, "f") and copy.deepcopy(v).data == 8.0
+    v.__init__(5.0)                         # and back to a plain leaf
+    assert (v.data, v.grad, v._op, v._prev) == (5.0, 0.0, "", set())
+    del v, z, w
+
+
+OOM_SCRIPT = r"""
+import resource, sys
+from micrograd._engine import Value, Tape
+x = Value(0.5)
+z = x
+for i in range(300_000):
+    z = z * 1.0000001 + x
+def vm():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+resource.setrlimit(resource.RLIMIT_AS, (vm() + int(sys.argv[1]) * 2**20, hard))
+try:
+    {call}
+except MemoryError:
+    pass
+finally:
+    resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+t = Tape(z)                  # every node found again: no marks left behind
+x.grad = 0.0
+t.forward(); t.backward()
+g = x.grad
+for v in t.nodes:            # and eager backward walks them all again
+    v.grad = 0.0
+z.backward()
+print(len(t), t.forward() == z.data, x.grad == g)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs RLIMIT_AS and /proc")
+@pytest.mark.parametrize("call", ["Tape(z)", "z.backward()"])
+def test_running_out_of_memory_while_recording_raises_and_leaves_the_graph_whole(call):
+    """A MemoryError part-way through recording (at several points, by limiting the
+    address space) is a clean MemoryError: no crash, and no node left marked as walked."""
+    script = OOM_SCRIPT.replace("{call}", call)
+    for mib in (4, 12, 20, 24, 28, 40, 56):
+        proc = subprocess.run([sys.executable, "-c", script, str(mib)], capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 0, (mib, proc.stderr[-2000:])
+        assert proc.stdout.split() == ["900001", "True", "True"], (mib, proc.stdout)

@@ -464,13 +464,14 @@ def _record(root, order, check):
                 if child is not None and not child._flags & VISITED:
                     stack.append(child)
             else:
-                # operands done (or a stale duplicate entry): emit p once
-                stack.pop()
+                # operands done (or a stale duplicate entry): emit p once. Pop it last:
+                # if the append runs out of memory, p is still on the stack to be unmarked
                 if not p._flags & DONE:
-                    p._flags |= DONE
                     order.append(p)
+                    p._flags |= DONE
                     if check and _can_raise(p._code):
                         _check_partials(p._code, p._a.data, _y(p))
+                stack.pop()
     except BaseException:
         _unmark(order)
         _unmark(stack)
