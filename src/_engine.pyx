@@ -197,8 +197,7 @@ cdef extern from "Python.h":
         Py_ssize_t tp_basicsize
         void (*tp_dealloc)(PyObject*)
         PyObject* (*tp_alloc)(_TypeSlots*, Py_ssize_t)
-    void Py_SET_TYPE(PyObject*, _TypeSlots*)
-    void Py_SET_REFCNT(PyObject*, Py_ssize_t)
+    PyObject* _init_object "PyObject_Init"(PyObject*, _TypeSlots*)
     void _fetch_error "PyErr_Fetch"(PyObject**, PyObject**, PyObject**)
     void _restore_error "PyErr_Restore"(PyObject*, PyObject*, PyObject*)
     void _decref "Py_DECREF"(PyObject*)
@@ -304,9 +303,8 @@ cdef PyObject* _value_alloc(_TypeSlots* tp, Py_ssize_t nitems) noexcept:
         c.used += 1
     c.live += 1
     memset(o, 0, _node_size)
-    Py_SET_TYPE(o, tp)
-    Py_SET_REFCNT(o, 1)
-    return o
+    return _init_object(o, tp)          # type, refcount 1, and the interpreter's own
+                                        # bookkeeping of new objects (debug builds, tracers)
 
 
 cdef inline void _value_free(PyObject* o) noexcept:
