@@ -221,7 +221,8 @@ def main(argv=None):
         print(f"  skipped: {exc}")
         return 0
     print(f"  compiled (Cython)   {compiled * 1e3:9.2f} ms/step")
-    print(f"  pure-Python twin    {twin * 1e3:9.2f} ms/step, each in its own processes, alternately")
+    print(f"  pure-Python twin    {twin * 1e3:9.2f} ms/step "
+          "(each engine timed in separate processes, alternately)")
     print(f"  compiled is {twin / compiled:.1f}x faster than the pure-Python twin")
     if not args.upstream_path:
         print("  upstream not installed (pip install --target DIR micrograd==0.1.0, "
