@@ -723,6 +723,10 @@ cdef inline void _clear_flags(Value v, unsigned char bits) noexcept:
     v._flags &= ~bits
 
 
+cdef inline void _add_grad(Value v, double g) noexcept:
+    v.grad += g             # borrowed too: `(<Value>p).grad += g` would incref
+
+
 cdef int _record(Value root, _Buf* order, bint check) except -1:
     """Fill order with every node below root, each after all its operands (post-order DFS).
 
@@ -734,6 +738,7 @@ cdef int _record(Value root, _Buf* order, bint check) except -1:
     cdef _Buf* stack = &_stack
     cdef PyObject* p
     cdef PyObject* child
+    cdef PyObject* emitting = NULL
     order.n = 0
     stack.n = 0
     try:
@@ -755,17 +760,20 @@ cdef int _record(Value root, _Buf* order, bint check) except -1:
                 if child != <PyObject*>None and not (<Value>child)._flags & VISITED:
                     _push(stack, child)
             else:
-                # operands done (or a stale duplicate entry): emit p once. Pop it last:
-                # if the push runs out of memory, p is still on the stack to be unmarked
+                # operands done (or a stale duplicate entry): emit p once
+                stack.n -= 1
                 if not (<Value>p)._flags & DONE:
-                    _push(order, p)
                     _set_flags(<Value>p, DONE)
+                    emitting = p        # if the push runs out of memory, p is on no list
+                    _push(order, p)
+                    emitting = NULL
                     if check and _can_raise((<Value>p)._code):
                         _check_partials((<Value>p)._code, (<Value>p)._a.data, _y(<Value>p))
-                stack.n -= 1
     except BaseException:
         _unmark(order.items, order.n)
         _unmark(stack.items, stack.n)
+        if emitting != NULL:
+            _unmark(&emitting, 1)
         raise
     return 0
 
@@ -792,12 +800,13 @@ cdef inline double _y(Value v) noexcept:
 cdef inline void _chain(Value out) noexcept:
     """Apply out's local rule: add out.grad * d(out)/d(operand) to each operand's grad."""
     cdef double dx, dy
+    cdef PyObject* b = _b(out)
     if out._a is None:          # LEAF or CUSTOM: no rule
         return
     _partials(out._code, out._a.data, _y(out), out.data, &dx, &dy)
     out._a.grad += dx * out.grad
-    if _b(out) != NULL:
-        (<Value>_b(out)).grad += dy * out.grad
+    if b != NULL:
+        _add_grad(<Value>b, dy * out.grad)
 
 
 cdef void _accumulate(PyObject** nodes, Py_ssize_t n) noexcept:
@@ -1166,6 +1175,7 @@ cdef class Tape:
         cdef Instr* code = self.code
         cdef Instr c
         cdef double g, dx, dy
+        cdef PyObject* p
         _sync_tapes(self)
         for s in range(self.n_checked):         # raise before any grad changes
             k = self.checked[s]
@@ -1199,7 +1209,8 @@ cdef class Tape:
             (<Value>self._nodes[s]).grad = grd[s]
         for j in range(self.n_shared, base):
             s = self.by_use[j]
-            (<Value>self._nodes[s]).grad += grd[s]
+            p = self._nodes[s]
+            _add_grad(<Value>p, grd[s])
         if _observed:
             self._fill_fused()
             for s in range(base, base + self.n_ops):

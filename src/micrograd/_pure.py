@@ -446,6 +446,7 @@ def _record(root, order, check):
     _accumulate or _unmark. On error they are cleared here.
     """
     stack = [root]
+    emitting = None
     try:
         while stack:
             p = stack[-1]
@@ -464,17 +465,20 @@ def _record(root, order, check):
                 if child is not None and not child._flags & VISITED:
                     stack.append(child)
             else:
-                # operands done (or a stale duplicate entry): emit p once. Pop it last:
-                # if the append runs out of memory, p is still on the stack to be unmarked
+                # operands done (or a stale duplicate entry): emit p once
+                stack.pop()
                 if not p._flags & DONE:
-                    order.append(p)
                     p._flags |= DONE
+                    emitting = p        # if the append runs out of memory, p is on no list
+                    order.append(p)
+                    emitting = None
                     if check and _can_raise(p._code):
                         _check_partials(p._code, p._a.data, _y(p))
-                stack.pop()
     except BaseException:
         _unmark(order)
         _unmark(stack)
+        if emitting is not None:
+            _unmark([emitting])
         raise
     return 0
 
