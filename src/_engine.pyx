@@ -910,7 +910,7 @@ cdef class Tape:
         cdef Py_ssize_t n
         cdef int* refs = NULL
         cdef unsigned char* mark = NULL
-        if self._nodes != NULL:
+        if self.code != NULL:           # allocated first: set by any earlier attempt
             raise RuntimeError("Tape is already initialised")
         _sync_tapes()                   # the nodes' data seed the arrays
         _record(root, &_order, False)
@@ -934,7 +934,7 @@ cdef class Tape:
 
     cdef int _plan(self, Value root, Py_ssize_t n, int* refs, unsigned char* mark) except -1:
         """Count each node's consumers (refs) and decide its place (mark); allocate."""
-        cdef Py_ssize_t i, n_leaves = 0, n_fused = 0, n_powc = 0
+        cdef Py_ssize_t i, n_leaves = 0, n_shared = 0, n_fused = 0, n_powc = 0
         cdef PyObject* p
         cdef PyObject* prev = NULL      # the op node before p in walk order
         # Number the nodes in walk order and count each one's consumers in the graph.
@@ -953,7 +953,7 @@ cdef class Tape:
             p = _order.items[i]
             if (<Value>p)._a is None:   # LEAF, or CUSTOM (its data is taken as given)
                 n_leaves += 1
-                self.n_shared += refs[i] != 1
+                n_shared += refs[i] != 1
                 continue
             if Py_REFCNT(p) > refs[i] or p == <PyObject*>root:
                 mark[i] = 1
@@ -966,6 +966,7 @@ cdef class Tape:
                 n_fused += 1
             prev = p
         self.n_leaves = n_leaves
+        self.n_shared = n_shared
         self.n_ops = n - n_leaves
         self.n_code = self.n_ops - n_fused
         self.n_slots = n + 1 + n_powc

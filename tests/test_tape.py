@@ -437,6 +437,14 @@ def test_leaves_used_once_accumulate_as_eager_signed_zeros_too(engine, old, w0):
         assert math.copysign(1.0, ours.grad) == math.copysign(1.0, theirs.grad)
 
 
+def test_a_tape_records_once(engine):
+    x = engine.Value(2.0)
+    tape = engine.Tape(x * x + 1)
+    with pytest.raises(RuntimeError, match="already initialised"):
+        tape.__init__(x * 3)
+    assert len(tape) == 4 and tape.forward() == 5.0
+
+
 def test_tape_of_a_lone_leaf(engine):
     x = engine.Value(2.5)
     tape = engine.Tape(x)

@@ -531,6 +531,8 @@ class Tape:
     def __init__(self, root):
         if type(root) is not Value:
             raise TypeError("Tape() needs a Value, not %s" % type(root).__name__)
+        if hasattr(self, "_nodes"):
+            raise RuntimeError("Tape is already initialised")
         order = []
         _record(root, order, False)
         _unmark(order)
