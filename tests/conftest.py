@@ -49,6 +49,18 @@ def nn(engine):
     return _demo.nn_module(engine_name(engine))
 
 
+def walk(root):
+    """Every node below root (root included), reached through _prev as a user would."""
+    seen, stack, out = set(), [root], []
+    while stack:
+        v = stack.pop()
+        if v not in seen:
+            seen.add(v)
+            out.append(v)
+            stack.extend(v._prev)
+    return out
+
+
 # ---------------------------------------------------------------------------------
 # Our own demo runs, cached for the session (the twin's eager 100 steps take ~10 s
 # and are compared both with upstream and with the tape).

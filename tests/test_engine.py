@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from micrograd import _engine, _pure
 import micrograd.engine
 
-from conftest import run_upstream
+from conftest import run_upstream, walk
 
 
 # ---------------------------------------------------------------------------------
@@ -689,23 +689,12 @@ def test_value_power_round_trip(engine):
     c2 = pickle.loads(pickle.dumps(c))
     c.backward()
     c2.backward()
-    leaves = sorted((n for n in _walk(c2) if not n._prev), key=lambda v: (v.data, v.label))
+    leaves = sorted((n for n in walk(c2) if not n._prev), key=lambda v: (v.data, v.label))
     assert [(v.data, v.label) for v in leaves] == [(2.0, ""), (2.0, "a"), (3.0, "b")]
     assert c2.data == c.data == 12.0
     assert leaves[1].grad == a.grad == pytest.approx(12 + 4 * math.log(2), rel=1e-15)
     assert leaves[2].grad == b.grad == pytest.approx(8 * math.log(2), rel=1e-15)
     assert leaves[0].grad == 4.0     # the constant base of 2 ** a
-
-
-def _walk(root):
-    seen, stack, out = set(), [root], []
-    while stack:
-        v = stack.pop()
-        if v not in seen:
-            seen.add(v)
-            out.append(v)
-            stack.extend(v._prev)
-    return out
 
 
 MODEL_PICKLE_SCRIPT = r'''

@@ -14,6 +14,8 @@ import pytest
 from micrograd import _engine, _pure
 from micrograd.engine import Tape as DefaultTape
 
+from conftest import walk
+
 
 # ---------------------------------------------------------------------------------
 # A family of random graphs whose Python control flow does not depend on the data
@@ -123,17 +125,6 @@ def test_unheld_interior_nodes_are_synced_when_reached(engine, seed):
     assert len(ours) == len(theirs)
     for (d1, g1), (d2, g2) in zip(ours, theirs):
         assert close(d1, d2) and close(g1, g2)
-
-
-def walk(root):
-    seen, stack, out = set(), [root], []
-    while stack:
-        v = stack.pop()
-        if v not in seen:
-            seen.add(v)
-            out.append(v)
-            stack.extend(v._prev)
-    return out
 
 
 def test_tape_nodes_equal_an_eager_rebuilds_nodes(engine):
