@@ -723,6 +723,13 @@ cdef inline void _clear_flags(Value v, unsigned char bits) noexcept:
     v._flags &= ~bits
 
 
+cdef inline void _set_field(Value v, bint data, double x) noexcept:
+    if data:
+        v.data = x
+    else:
+        v.grad = x
+
+
 cdef inline void _add_grad(Value v, double g) noexcept:
     v.grad += g             # borrowed too: `(<Value>p).grad += g` would incref
 
@@ -1122,6 +1129,25 @@ cdef class Tape:
             self.val[f + j] = self.val[self.code[k].y] * self.val[self.code[k].z]
             self.grd[f + j] = self.grd[self.n_leaves + k]  # the ADD's grad, passed on
 
+    cdef void _write_back(self, bint data) noexcept:
+        """After a replay, copy the op slots' data (or grads) into the Values: all of them
+        once the tape's insides were observed, else only the held ones (the rest lag
+        behind until _sync)."""
+        cdef Py_ssize_t k, s
+        cdef PyObject* p
+        cdef double* src = self.val if data else self.grd
+        if _observed:
+            self._fill_fused()
+            for s in range(self.n_leaves, self.n_leaves + self.n_ops):
+                p = self._nodes[s]
+                _set_field(<Value>p, data, src[s])
+        else:
+            for k in range(self.n_held):
+                s = self.held[k]
+                p = self._nodes[s]
+                _set_field(<Value>p, data, src[s])
+            self._mark_stale(data)
+
     cdef void _mark_stale(self, bint data) noexcept:
         global _n_stale
         if not (self.stale_data or self.stale_grad):
@@ -1156,15 +1182,7 @@ cdef class Tape:
             val[base + k] = out
         self.spare = self.val           # complete: the new values become current
         self.val = val
-        if _observed:
-            self._fill_fused()
-            for s in range(base, base + self.n_ops):
-                (<Value>self._nodes[s]).data = val[s]
-        else:
-            for k in range(self.n_held):
-                s = self.held[k]
-                (<Value>self._nodes[s]).data = val[s]
-            self._mark_stale(True)
+        self._write_back(True)
         return val[self.root_slot]
 
     def backward(self):
@@ -1212,15 +1230,7 @@ cdef class Tape:
             s = self.by_use[j]
             p = self._nodes[s]
             _add_grad(<Value>p, grd[s])
-        if _observed:
-            self._fill_fused()
-            for s in range(base, base + self.n_ops):
-                (<Value>self._nodes[s]).grad = grd[s]
-        else:
-            for k in range(self.n_held):
-                s = self.held[k]
-                (<Value>self._nodes[s]).grad = grd[s]
-            self._mark_stale(False)
+        self._write_back(False)
 
     def __len__(self):
         return self.n_leaves + self.n_ops
