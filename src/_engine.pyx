@@ -514,7 +514,7 @@ cdef class Value:
     def backward(self):
         """Set self.grad to 1 and accumulate d(self)/d(v) into every v below it."""
         _sync_tapes()
-        _record(self, &_order, True)
+        _record(self, &_order, True, False)
         self.grad = 1.0
         _accumulate(_order.items, _order.n)
 
@@ -734,10 +734,17 @@ cdef inline void _add_grad(Value v, double g) noexcept:
     v.grad += g             # borrowed too: `(<Value>p).grad += g` would incref
 
 
-cdef int _record(Value root, _Buf* order, bint check) except -1:
+cdef inline bint _wanted(PyObject* child, bint leaves) noexcept:
+    """Should the walk enter child? Not twice, and not a leaf unless leaves are wanted."""
+    return not (<Value>child)._flags & VISITED and (leaves or (<Value>child)._code != LEAF)
+
+
+cdef int _record(Value root, _Buf* order, bint check, bint leaves) except -1:
     """Fill order with every node below root, each after all its operands (post-order DFS).
 
     With check, also raise (before anything is changed) what backward would raise.
+    Without leaves, leaves below root are neither recorded nor marked: they have no
+    rule for backward to apply (a wide sum's leaves would double the walk).
     On success the recorded nodes stay marked: the caller clears the marks with
     _accumulate or _unmark. On error they are cleared here.
     """
@@ -757,14 +764,14 @@ cdef int _record(Value root, _Buf* order, bint check) except -1:
                 _set_flags(<Value>p, VISITED)
                 if (<Value>p)._code == CUSTOM:
                     for c in _get_extra(<Value>p, 2):
-                        if not (<Value>c)._flags & VISITED:
+                        if _wanted(<PyObject*>c, leaves):
                             _push(stack, <PyObject*>c)
                     continue
                 child = _b(<Value>p)
-                if child != NULL and not (<Value>child)._flags & VISITED:
+                if child != NULL and _wanted(child, leaves):
                     _push(stack, child)
                 child = <PyObject*>(<Value>p)._a
-                if child != <PyObject*>None and not (<Value>child)._flags & VISITED:
+                if child != <PyObject*>None and _wanted(child, leaves):
                     _push(stack, child)
             else:
                 # operands done (or a stale duplicate entry): emit p once
@@ -920,7 +927,7 @@ cdef class Tape:
         if self.code != NULL:           # allocated first: set by any earlier attempt
             raise RuntimeError("Tape is already initialised")
         _sync_tapes()                   # the nodes' data seed the arrays
-        _record(root, &_order, False)
+        _record(root, &_order, False, True)
         _unmark(_order.items, _order.n)
         n = _order.n
         if n >= 2**31 - 2 - n:

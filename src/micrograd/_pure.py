@@ -295,7 +295,7 @@ class Value:
     def backward(self):
         """Set self.grad to 1 and accumulate d(self)/d(v) into every v below it."""
         order = []
-        _record(self, order, True)
+        _record(self, order, True, False)
         self.grad = 1.0
         _accumulate(order)
 
@@ -438,10 +438,17 @@ def _set_extra(v, field, item):
 # The topological order ("tape"): an explicit stack and per-node marks replace
 # upstream's recursive build_topo and its visited set.
 # ---------------------------------------------------------------------------------
-def _record(root, order, check):
+def _wanted(child, leaves):
+    """Should the walk enter child? Not twice, and not a leaf unless leaves are wanted."""
+    return not child._flags & VISITED and (leaves or child._code != LEAF)
+
+
+def _record(root, order, check, leaves):
     """Fill order with every node below root, each after all its operands (post-order DFS).
 
     With check, also raise (before anything is changed) what backward would raise.
+    Without leaves, leaves below root are neither recorded nor marked: they have no
+    rule for backward to apply (a wide sum's leaves would double the walk).
     On success the recorded nodes stay marked: the caller clears the marks with
     _accumulate or _unmark. On error they are cleared here.
     """
@@ -455,14 +462,14 @@ def _record(root, order, check):
                 p._flags |= VISITED
                 if p._code == CUSTOM:
                     for c in _get_extra(p, 2):
-                        if not c._flags & VISITED:
+                        if _wanted(c, leaves):
                             stack.append(c)
                     continue
                 child = p._b
-                if child is not None and not child._flags & VISITED:
+                if child is not None and _wanted(child, leaves):
                     stack.append(child)
                 child = p._a
-                if child is not None and not child._flags & VISITED:
+                if child is not None and _wanted(child, leaves):
                     stack.append(child)
             else:
                 # operands done (or a stale duplicate entry): emit p once
@@ -534,7 +541,7 @@ class Tape:
         if hasattr(self, "_nodes"):
             raise RuntimeError("Tape is already initialised")
         order = []
-        _record(root, order, False)
+        _record(root, order, False, True)
         _unmark(order)
         # Number the nodes in walk order and count each one's consumers in the graph.
         for i, p in enumerate(order):
