@@ -195,7 +195,7 @@ def test_memory_returns_after_many_training_like_steps_compiled():
 
 
 def test_node_slots_reused_in_any_order_keep_every_survivor_intact_compiled():
-    """Nodes live in 1 MiB chunks whose freed slots are reused and whose empty chunks
+    """Nodes live in 2 MiB chunks whose freed slots are reused and whose empty chunks
     are kept or handed back. Build and drop graphs of many sizes while a sparse, shifting
     set of nodes survives in old chunks: every survivor keeps its data, grad and
     operands, and new graphs built into the reused slots compute correctly."""
