@@ -708,16 +708,13 @@ cdef _Buf _stack = _Buf(NULL, 0, 0)
 cdef _Buf _order = _Buf(NULL, 0, 0)
 
 
-cdef inline int _push(_Buf* buf, PyObject* v) except -1:
-    cdef PyObject** grown
-    if buf.n == buf.cap:
-        grown = <PyObject**>realloc(buf.items, (2 * buf.cap + 1024) * sizeof(PyObject*))
-        if grown == NULL:
-            raise MemoryError()
-        buf.items = grown
-        buf.cap = 2 * buf.cap + 1024
-    buf.items[buf.n] = v
-    buf.n += 1
+cdef int _grow(_Buf* buf) except -1:
+    """Make room in buf for at least two more items."""
+    cdef PyObject** grown = <PyObject**>realloc(buf.items, (2 * buf.cap + 1024) * sizeof(PyObject*))
+    if grown == NULL:
+        raise MemoryError()
+    buf.items = grown
+    buf.cap = 2 * buf.cap + 1024
     return 0
 
 
@@ -755,46 +752,70 @@ cdef int _record(Value root, _Buf* order, bint check, bint leaves) except -1:
     _accumulate or _unmark. On error they are cleared here.
     """
     # Pointers here are borrowed (root keeps the graph alive): no refcounting per node.
-    cdef _Buf* stack = &_stack
+    # Both arrays are used through locals: every flag set is a char store, which may
+    # alias anything, so the compiler would reload a global _Buf's fields after each.
+    cdef PyObject** stack = _stack.items
+    cdef Py_ssize_t n = 0               # entries on stack
+    cdef Py_ssize_t cap = _stack.cap
+    cdef PyObject** out = order.items
+    cdef Py_ssize_t n_out = 0           # entries in out
+    cdef Py_ssize_t cap_out = order.cap
     cdef PyObject* p
     cdef PyObject* child
     cdef PyObject* emitting = NULL
     order.n = 0
-    stack.n = 0
     try:
-        _push(stack, <PyObject*>root)
-        while stack.n:
-            p = stack.items[stack.n - 1]
+        if cap < 3:
+            _grow(&_stack)
+            stack, cap = _stack.items, _stack.cap
+        stack[0] = <PyObject*>root
+        n = 1
+        while n:
+            p = stack[n - 1]
             if not (<Value>p)._flags & VISITED:
                 # first visit: push the operands; p stays below them on the stack
                 _set_flags(<Value>p, VISITED)
                 if (<Value>p)._code == CUSTOM:
                     for c in _get_extra(<Value>p, 2):
                         if _wanted(<PyObject*>c, leaves):
-                            _push(stack, <PyObject*>c)
+                            if n + 2 > cap:
+                                _grow(&_stack)
+                                stack, cap = _stack.items, _stack.cap
+                            stack[n] = <PyObject*>c
+                            n += 1
                     continue
+                if n + 2 > cap:             # room for both operands
+                    _grow(&_stack)
+                    stack, cap = _stack.items, _stack.cap
                 child = _b(<Value>p)
                 if child != NULL and _wanted(child, leaves):
-                    _push(stack, child)
+                    stack[n] = child
+                    n += 1
                 child = <PyObject*>(<Value>p)._a
                 if child != <PyObject*>None and _wanted(child, leaves):
-                    _push(stack, child)
+                    stack[n] = child
+                    n += 1
             else:
                 # operands done (or a stale duplicate entry): emit p once
-                stack.n -= 1
+                n -= 1
                 if not (<Value>p)._flags & DONE:
                     _set_flags(<Value>p, DONE)
-                    emitting = p        # if the push runs out of memory, p is on no list
-                    _push(order, p)
-                    emitting = NULL
+                    if n_out == cap_out:
+                        emitting = p    # if this runs out of memory, p is on no list
+                        _grow(order)
+                        out, cap_out = order.items, order.cap
+                        emitting = NULL
+                    out[n_out] = p
+                    n_out += 1
                     if check and _can_raise((<Value>p)._code):
                         _check_partials((<Value>p)._code, (<Value>p)._a.data, _y(<Value>p))
     except BaseException:
-        _unmark(order.items, order.n)
-        _unmark(stack.items, stack.n)
+        _unmark(out, n_out)
+        _unmark(stack, n)
         if emitting != NULL:
             _unmark(&emitting, 1)
         raise
+    order.n = n_out
     return 0
 
 
