@@ -48,7 +48,7 @@ cdef enum:
     HAS_EXTRA = 8    # this node has an entry in _extras (label, hand-built _op/_children)
     TAPED = 16       # an op node recorded by a live Tape (its data may live in the tape)
 
-# Rare per-node data lives here, keyed by id(node), so that the common node stays 64
+# Rare per-node data lives here, keyed by id(node), so that the common node stays 56
 # bytes: {id: [label, op string or None, children tuple or None]}. Only str labels are
 # stored, and children are always older nodes, so no reference cycle can pass through it.
 cdef dict _extras = {}
