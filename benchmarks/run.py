@@ -663,6 +663,10 @@ def main(argv=None):
         env["pagefault"] = (f"{pf[0] / 1000:.1f} µs per {probe['page_size'] // 1024} KiB page "
                             f"(then {pf[1] / 1000:.1f} µs), i.e. {pf[0] * node / probe['page_size']:.0f} "
                             f"ns per {node}-byte node: a growing heap pays this")
+        hp = probe.get("ns_per_huge_page")
+        if hp:      # the engine's chunks are advised as huge pages
+            env["pagefault"] += (f"; with `MADV_HUGEPAGE`, as the engine's node chunks: "
+                                 f"{hp[0] * node / (2 << 20):.1f} then {hp[1] * node / (2 << 20):.1f} ns per node")
     except WorkerError as exc:
         log(f"page-fault probe failed: {exc}")
 

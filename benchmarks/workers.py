@@ -374,13 +374,16 @@ def task_tape_scale(args):
 
 
 def task_pagefault(args):
-    """Fresh anonymous memory, one write per page: what the OS charges a growing heap."""
+    """Fresh anonymous memory, one write per page: what the OS charges a growing heap,
+    with 4 KiB pages and with the huge pages the engine asks for its node chunks."""
     import mmap
-    page = mmap.PAGESIZE
     size = args.mib << 20
-    runs = []
-    for _ in range(2):                      # the second map may reuse memory the VM backs already
-        buf = mmap.mmap(-1, size)
+    huge = getattr(mmap, "MADV_HUGEPAGE", None)
+
+    def touch(advice, page):
+        buf = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)   # as the engine's
+        if advice is not None:
+            buf.madvise(advice)
         t0 = pc()
         for off in range(0, size, page):
             buf[off] = 1
@@ -389,10 +392,15 @@ def task_pagefault(args):
             buf[off] = 2
         t2 = pc()
         buf.close()
-        runs.append(((t1 - t0) - (t2 - t1)) / (size // page))
+        return ((t1 - t0) - (t2 - t1)) / (size // page)
+
+    # twice each: the second map may reuse memory the VM backs already
+    runs = [touch(None, mmap.PAGESIZE) for _ in range(2)]
+    huge_runs = [touch(huge, 2 << 20) for _ in range(2)] if huge is not None else None
     from micrograd._engine import Value
-    return {"task": "pagefault", "mib": args.mib, "page_size": page,
-            "node_bytes": Value.__basicsize__, "ns_per_page": runs, **base_info()}
+    return {"task": "pagefault", "mib": args.mib, "page_size": mmap.PAGESIZE,
+            "node_bytes": Value.__basicsize__, "ns_per_page": runs,
+            "ns_per_huge_page": huge_runs, **base_info()}
 
 
 def main(argv=None):

@@ -75,8 +75,25 @@ def test_results_section_rewritten_notes_kept(quick_run):
     assert text.rstrip().endswith("Notes below.")
     assert text.count("<!-- results:start -->") == 1 and text.count("<!-- results:end -->") == 1
     assert "\nold\n" not in text
-    for key in ("| Machine |", "| Python |", "| GC |", "Written by `python benchmarks/run.py --quick` on"):
+    for key in ("| Machine |", "| Python |", "| GC |", "Written by `python benchmarks/run.py --quick` on",
+                "| First touch of fresh memory |"):
         assert key in text
+
+
+def test_page_fault_probe_measures_both_page_sizes():
+    """The probe behind the "First touch" row: 4 KiB pages, and huge pages as the engine's
+    chunks use them (where the platform has MADV_HUGEPAGE)."""
+    import json
+    import mmap
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "workers.py"), "pagefault", "8"],
+                          capture_output=True, text=True, timeout=120, check=True)
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(res["ns_per_page"]) == 2 and all(t > 0 for t in res["ns_per_page"])
+    assert res["node_bytes"] == 56
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        assert len(res["ns_per_huge_page"]) == 2
+    else:
+        assert res["ns_per_huge_page"] is None
 
 
 def test_demo_table_has_every_engine(quick_run):
