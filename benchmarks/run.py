@@ -27,6 +27,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 WORKERS = HERE / "workers.py"
 C_SOURCE = HERE / "demo_step.c"
+PASS_SOURCE = HERE / "node_pass.c"     # the memory system's floor under backward's scaling
 UPSTREAM_SPEC = "micrograd==0.1.0"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
@@ -115,18 +116,32 @@ def ensure_upstream(work, timeout):
     return dest, f"installed with pip in {time.monotonic() - t0:.1f} s"
 
 
-def build_c(work):
-    """Compile demo_step.c with the system compiler; returns (binary or None, note)."""
+def build_c(work, source=C_SOURCE):
+    """Compile a C file here with the system compiler; returns (binary or None, note)."""
     cc = os.environ.get("CC", "cc")
     if shutil.which(cc) is None:
         return None, f"no C compiler ({cc}): C row skipped"
-    binary = work / "demo_step"
-    cmd = [cc, "-O2", str(C_SOURCE), "-o", str(binary)]
+    binary = work / source.stem
+    cmd = [cc, "-O2", str(source), "-o", str(binary)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         return None, f"`{' '.join(cmd)}` failed: {proc.stderr.strip()[:200]}"
     version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
     return binary, f"{version.splitlines()[0] if version else cc}, `{cc} -O2`"
+
+
+def node_pass(work, seconds):
+    """Run node_pass.c: {n: ns per node} of one bare pass over n 56-byte nodes, or None."""
+    binary, note = build_c(work, PASS_SOURCE)
+    if binary is None:
+        log(f"node-pass probe skipped: {note}")
+        return None
+    proc = subprocess.run([str(binary), str(seconds)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        log(f"node-pass probe failed: {proc.stderr.strip()[:200]}")
+        return None
+    res = json.loads(proc.stdout)
+    return dict(zip(res["sizes"], res["ns_per_node"]))
 
 
 def machine_info():
@@ -317,7 +332,7 @@ def fmt_x(x):
     return f"{x:.2g}×"
 
 
-def targets(results, scale_rows, memory, tape_scale, quick):
+def targets(results, scale_rows, memory, tape_scale, quick, node_pass=None):
     """[(description, goal, measured text, met: True/False/None)]"""
     med_ = demo_medians(results)
     out = []
@@ -363,6 +378,9 @@ def targets(results, scale_rows, memory, tape_scale, quick):
                         worst = max(worst, ratio)
                         parts.append(f"{shape} {ph} {a:.0f}→{b:.0f}")
                 text = f"worst {worst:.2f}× between 1e4 and {hi:.0e} ({'; '.join(parts)} ns/node)"
+                if node_pass and lo in node_pass and hi in node_pass:
+                    text += (f"; a bare C pass over as many 56-byte nodes: {node_pass[lo]:.1f}→"
+                             f"{node_pass[hi]:.1f} ({node_pass[hi] / node_pass[lo]:.1f}×)")
                 met = worst <= 1.5
                 if hi < 10**7:
                     text += f"; only up to {hi:.0e} in {'--quick' if quick else 'this run'}"
@@ -407,6 +425,8 @@ def markdown(ctx):
              + (f", {m['memory_gib']} GiB" if "memory_gib" in m else "") + f" ({m['platform']}) |")
     if env.get("pagefault"):
         L.append(f"| First touch of fresh memory | {env['pagefault']} |")
+    if env.get("node_pass"):
+        L.append(f"| One bare pass over 56-byte nodes (C) | {env['node_pass']} |")
     if env.get("other_cpu") is not None:
         L.append(f"| Other processes during the run | {env['other_cpu']:.2f} cores busy on average "
                  "(CPU time of the whole machine minus this run's; 0 on a quiet machine) |")
@@ -669,6 +689,12 @@ def main(argv=None):
                                  f"{hp[0] * node / (2 << 20):.1f} then {hp[1] * node / (2 << 20):.1f} ns per node")
     except WorkerError as exc:
         log(f"page-fault probe failed: {exc}")
+    env["node_pass_ns"] = node_pass(work, 0.1 if args.quick else 0.5)
+    if env["node_pass_ns"]:
+        ns = env["node_pass_ns"]
+        env["node_pass"] = (", ".join(f"{ns[n]:.2f} ns/node at {n:.0e}" for n in sorted(ns))
+                            + f": a chain's backward with no graph logic, newest first ({ns[10**7] / ns[10**4]:.1f}× "
+                            "from 1e4 to 1e7: caches, then main memory)")
 
     # -- demo rounds ----------------------------------------------------------------------
     available = [e for e in ENGINES if e not in skipped]
@@ -730,7 +756,7 @@ def main(argv=None):
     ctx = dict(cfg=cfg, results=results, env=env, skipped=skipped, notes=notes, mode=mode,
                scale_rows=scale_rows, scale_errors=scale_errors, memory=memory,
                memory_errors=memory_errors, tape_scale=tape_scale, command=command)
-    ctx["targets"] = targets(results, scale_rows, memory, tape_scale, args.quick)
+    ctx["targets"] = targets(results, scale_rows, memory, tape_scale, args.quick, env.get("node_pass_ns"))
     ctx["elapsed"] = time.monotonic() - t_start
     busy1 = cpu_busy_seconds()
     if busy0 is not None and busy1 is not None:

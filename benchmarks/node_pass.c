@@ -1,0 +1,68 @@
+/* The least work a backward over n 56-byte nodes can do: one pass, newest first, each
+ * node adding its grad (times its data) into the next older one, as a chain's backward
+ * does, with no graph logic at all. Its ns per node at 1e4 nodes (in cache) and at 1e7
+ * (in main memory) show how much of the engine's growth in the scaling table is the
+ * memory system's. run.py compiles this with the system compiler.
+ *
+ * usage: node_pass SECONDS_PER_SIZE; prints one JSON line
+ *   {"node_bytes": 56, "sizes": [...], "ns_per_node": [...]}  (medians of the passes)
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct {            /* the engine's node layout: 56 bytes */
+    void* header[2];        /* refcount and type */
+    double data, grad;
+    void* a;                /* operands */
+    void* b;
+    long flags;             /* op code, flags, tape slot */
+} Node;
+
+static double now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e9 + t.tv_nsec;
+}
+
+static int cmp(const void* x, const void* y) {
+    double a = *(const double*)x, b = *(const double*)y;
+    return (a > b) - (a < b);
+}
+
+int main(int argc, char** argv) {
+    static const long sizes[] = {10000, 100000, 1000000, 10000000};
+    const int n_sizes = sizeof sizes / sizeof sizes[0];
+    double seconds = argc > 1 ? atof(argv[1]) : 0.3;
+    double sink = 0.0;
+    printf("{\"node_bytes\": %zu, \"sizes\": [", sizeof(Node));
+    for (int s = 0; s < n_sizes; s++)
+        printf("%s%ld", s ? ", " : "", sizes[s]);
+    printf("], \"ns_per_node\": [");
+    for (int s = 0; s < n_sizes; s++) {
+        long n = sizes[s];
+        Node* v = malloc(n * sizeof(Node));
+        if (v == NULL) { printf("]}\n"); return 1; }
+        memset(v, 0, n * sizeof(Node));           /* page it in before timing */
+        for (long i = 0; i < n; i++) v[i].data = 1.0 - 1e-12 * (double)(i % 1000);   /* no underflow */
+        int cap = 100000, k = 0;
+        double* t = malloc(cap * sizeof(double));
+        double start = now_ns();
+        while (k < cap && (k < 5 || now_ns() - start < seconds * 1e9)) {
+            double t0 = now_ns();
+            v[n - 1].grad = 1.0;
+            for (long i = n - 1; i > 0; i--)
+                v[i - 1].grad += v[i].grad * v[i].data;
+            t[k++] = (now_ns() - t0) / n;
+            sink += v[0].grad;
+            for (long i = 0; i < n; i++) v[i].grad = 0.0;   /* as zero_grad: untimed */
+        }
+        qsort(t, k, sizeof(double), cmp);
+        printf("%s%.3f", s ? ", " : "", t[k / 2]);
+        free(t);
+        free(v);
+    }
+    printf("], \"sink\": %g}\n", sink);
+    return 0;
+}
