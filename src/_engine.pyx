@@ -520,9 +520,13 @@ cdef class Value:
     def backward(self):
         """Set self.grad to 1 and accumulate d(self)/d(v) into every v below it."""
         _sync_tapes()
-        _record(self, &_order, True, False)
-        self.grad = 1.0
-        _accumulate(_order.items, _order.n)
+        _begin_walk()
+        try:
+            _record(self, &_order, True, False)
+            self.grad = 1.0
+            _accumulate(_order.items, _order.n)
+        finally:
+            _end_walk()
 
     def _backward(self):
         """Apply this node's local-gradient rule once (as upstream's closure does)."""
@@ -699,13 +703,35 @@ cdef void _set_extra(Value v, int field, object item) except *:
 cdef struct _Buf:
     # A growable C array of node pointers.
     PyObject** items    # borrowed pointers, unless the owner (a Tape) increfs them
-    Py_ssize_t n        # number of items in use
+    Py_ssize_t n        # number of items in use (_record counts _stack's in a local)
     Py_ssize_t cap      # allocated length of items
 
 # Scratch arrays for the walk and for Value.backward's order, kept between calls:
 # freeing and re-allocating them each call page-faults megabytes in again.
 cdef _Buf _stack = _Buf(NULL, 0, 0)
 cdef _Buf _order = _Buf(NULL, 0, 0)
+
+
+cdef bint _walking = False      # a walk's marks, _order and _stack are in use
+
+
+cdef int _begin_walk() except -1:
+    """Claim the marks and scratch arrays for one walk (released by the caller).
+
+    Python code can run in the middle of a walk only through the garbage collector
+    (a finalizer or gc callback, while an error is raised); a backward() or Tape() from
+    there would clobber the outer walk's arrays and marks, so it raises instead."""
+    global _walking
+    if _walking:
+        raise RuntimeError("backward() or Tape() called while another one is walking a graph "
+                           "(from a finalizer or a gc callback?)")
+    _walking = True
+    return 0
+
+
+cdef inline void _end_walk() noexcept:
+    global _walking
+    _walking = False
 
 
 cdef int _grow(_Buf* buf) except -1:
@@ -954,22 +980,24 @@ cdef class Tape:
         if self.code != NULL:           # allocated first: set by any earlier attempt
             raise RuntimeError("Tape is already initialised")
         _sync_tapes()                   # the nodes' data seed the arrays
-        _record(root, &_order, False, True)
-        _unmark(_order.items, _order.n)
-        n = _order.n
-        if n >= 2**31 - 2 - n:
-            raise OverflowError("graph too large for a Tape (slots are C ints)")
+        _begin_walk()                   # the marks, _order and the nodes' _slot are in use
         try:
+            _record(root, &_order, False, True)
+            _unmark(_order.items, _order.n)
+            n = _order.n
+            if n >= 2**31 - 2 - n:
+                raise OverflowError("graph too large for a Tape (slots are C ints)")
             refs = <int*>_alloc(n, sizeof(int))
             mark = <unsigned char*>_alloc(n, sizeof(unsigned char))
             self._plan(root, n, refs, mark)
             self._place(n, refs, mark)
+            self._compile(n)
+            self.root_slot = root._slot
         finally:
+            _end_walk()
             free(refs)
             free(mark)
-        self._compile(n)
         memcpy(self.spare, self.val, self.n_slots * sizeof(double))    # constants in both
-        self.root_slot = root._slot
         self._root = root
         _live_tapes.add(self)
 

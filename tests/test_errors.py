@@ -186,6 +186,51 @@ def test_failed_backward_leaves_other_graphs_working(engine):
     assert w.grad == 12.0
 
 
+def test_backward_from_a_gc_callback_during_a_walk_raises_and_the_outer_walk_stays_whole(engine):
+    """Python code can run inside a walk only through the garbage collector, here while
+    the outer backward raises. A backward() or Tape() from there would clobber the walk's
+    scratch arrays (a crash in the compiled core) and marks, so it is a RuntimeError."""
+    import gc
+    V = engine.Value
+    x = V(0.5)
+    inner = x
+    for _ in range(3000):
+        inner = inner * 1.0000001 + x
+    xs = [V(1.0) for _ in range(2000)]
+    s = V(0.0)
+    for v in xs:
+        s = s + v * 2.0
+    outer = s.log()
+    s.data = 0.0                    # log's rule now divides by zero
+    seen, armed = [], []
+
+    def callback(phase, info):
+        if phase == "start" and armed and not seen:
+            for call in (inner.backward, lambda: engine.Tape(inner)):
+                try:
+                    call()
+                    seen.append("ran")
+                except RuntimeError:
+                    seen.append("RuntimeError")
+
+    threshold = gc.get_threshold()
+    gc.callbacks.append(callback)
+    try:
+        with pytest.raises(ZeroDivisionError):
+            gc.set_threshold(1)     # collect at the next allocations: the error being raised
+            armed.append(True)      # (no allocation between here and the walk)
+            outer.backward()
+    finally:
+        gc.callbacks.remove(callback)
+        gc.set_threshold(*threshold)
+    assert seen == ["RuntimeError", "RuntimeError"]
+    s.data = 4000.0                 # both graphs walk completely afterwards
+    outer.backward()
+    assert all(v.grad == 2.0 / 4000.0 for v in xs)
+    inner.backward()
+    assert len(engine.Tape(inner)) == 9001 and x.grad > 0
+
+
 def test_manual_backward_error_changes_no_grad(engine):
     V = engine.Value
     a = V(0.0)

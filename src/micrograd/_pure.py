@@ -294,10 +294,14 @@ class Value:
     # -- gradients --------------------------------------------------------------------
     def backward(self):
         """Set self.grad to 1 and accumulate d(self)/d(v) into every v below it."""
-        order = []
-        _record(self, order, True, False)
-        self.grad = 1.0
-        _accumulate(order)
+        _begin_walk()
+        try:
+            order = []
+            _record(self, order, True, False)
+            self.grad = 1.0
+            _accumulate(order)
+        finally:
+            _end_walk()
 
     def _backward(self):
         """Apply this node's local-gradient rule once (as upstream's closure does)."""
@@ -438,6 +442,27 @@ def _set_extra(v, field, item):
 # The topological order ("tape"): an explicit stack and per-node marks replace
 # upstream's recursive build_topo and its visited set.
 # ---------------------------------------------------------------------------------
+_walking = False     # a walk's marks (and a recording Tape's _slot numbers) are in use
+
+
+def _begin_walk():
+    """Claim the nodes' marks for one walk (released with _end_walk).
+
+    Python code can run in the middle of a walk through the garbage collector (a
+    finalizer or gc callback); a backward() or Tape() from there would clobber the
+    outer walk's marks, so it raises instead, as the compiled core does."""
+    global _walking
+    if _walking:
+        raise RuntimeError("backward() or Tape() called while another one is walking a graph "
+                           "(from a finalizer or a gc callback?)")
+    _walking = True
+
+
+def _end_walk():
+    global _walking
+    _walking = False
+
+
 def _wanted(child, leaves):
     """Should the walk enter child? Not twice, and not a leaf unless leaves are wanted."""
     return not child._flags & VISITED and (leaves or child._code != LEAF)
@@ -540,6 +565,13 @@ class Tape:
             raise TypeError("Tape() needs a Value, not %s" % type(root).__name__)
         if hasattr(self, "_nodes"):
             raise RuntimeError("Tape is already initialised")
+        _begin_walk()           # the nodes' marks and _slot are in use until compiled
+        try:
+            self._build(root)
+        finally:
+            _end_walk()
+
+    def _build(self, root):
         order = []
         _record(root, order, False, True)
         _unmark(order)
