@@ -4,20 +4,18 @@
  * (in main memory) show how much of the engine's growth in the scaling table is the
  * memory system's. run.py compiles this with the system compiler.
  *
- * usage: node_pass SECONDS_PER_SIZE; prints one JSON line
- *   {"node_bytes": 56, "sizes": [...], "ns_per_node": [...]}  (medians of the passes)
+ * usage: node_pass SECONDS_PER_SIZE N1 N2 ...; prints one JSON line
+ *   {"node_bytes": 56, "sizes": [N1, ...], "ns_per_node": [...]}  (medians of the passes)
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-typedef struct {            /* the engine's node layout: 56 bytes */
-    void* header[2];        /* refcount and type */
+typedef struct {            /* the engine's node: 56 bytes on every platform */
+    char header[16];        /* refcount and type */
     double data, grad;
-    void* a;                /* operands */
-    void* b;
-    long flags;             /* op code, flags, tape slot */
+    char rest[24];          /* operands, op code, flags, tape slot */
 } Node;
 
 static double now_ns(void) {
@@ -32,22 +30,33 @@ static int cmp(const void* x, const void* y) {
 }
 
 int main(int argc, char** argv) {
-    static const long sizes[] = {10000, 100000, 1000000, 10000000};
-    const int n_sizes = sizeof sizes / sizeof sizes[0];
     double seconds = argc > 1 ? atof(argv[1]) : 0.3;
     double sink = 0.0;
+    if (argc < 3) {
+        fprintf(stderr, "usage: node_pass SECONDS_PER_SIZE N1 N2 ...\n");
+        return 2;
+    }
     printf("{\"node_bytes\": %zu, \"sizes\": [", sizeof(Node));
-    for (int s = 0; s < n_sizes; s++)
-        printf("%s%ld", s ? ", " : "", sizes[s]);
+    for (int s = 2; s < argc; s++)
+        printf("%s%ld", s > 2 ? ", " : "", atol(argv[s]));
     printf("], \"ns_per_node\": [");
-    for (int s = 0; s < n_sizes; s++) {
-        long n = sizes[s];
-        Node* v = malloc(n * sizeof(Node));
-        if (v == NULL) { printf("]}\n"); return 1; }
+    for (int s = 2; s < argc; s++) {
+        long n = atol(argv[s]);
+        int cap = 100000, k = 0;
+        Node* v;
+        double* t;
+        if (n < 2) {
+            fprintf(stderr, "node_pass: sizes must be at least 2\n");
+            return 2;
+        }
+        v = malloc(n * sizeof(Node));
+        t = malloc(cap * sizeof(double));
+        if (v == NULL || t == NULL) {
+            fprintf(stderr, "node_pass: cannot allocate %ld nodes\n", n);
+            return 1;
+        }
         memset(v, 0, n * sizeof(Node));           /* page it in before timing */
         for (long i = 0; i < n; i++) v[i].data = 1.0 - 1e-12 * (double)(i % 1000);   /* no underflow */
-        int cap = 100000, k = 0;
-        double* t = malloc(cap * sizeof(double));
         double start = now_ns();
         while (k < cap && (k < 5 || now_ns() - start < seconds * 1e9)) {
             double t0 = now_ns();
@@ -59,7 +68,7 @@ int main(int argc, char** argv) {
             for (long i = 0; i < n; i++) v[i].grad = 0.0;   /* as zero_grad: untimed */
         }
         qsort(t, k, sizeof(double), cmp);
-        printf("%s%.3f", s ? ", " : "", t[k / 2]);
+        printf("%s%.3f", s > 2 ? ", " : "", t[k / 2]);
         free(t);
         free(v);
     }
