@@ -49,6 +49,22 @@ def nn(engine):
     return _demo.nn_module(engine_name(engine))
 
 
+def lecture_graph(Value):
+    """Karpathy's lecture graph, L = (a*b + c) * f, labelled as there (by keyword and by
+    setting .label): returns (a, b, c, d, e, f, L); nothing is run backward yet."""
+    a = Value(2.0, label="a")
+    b = Value(-3.0, label="b")
+    c = Value(10.0, label="c")
+    e = a * b
+    e.label = "e"
+    d = e + c
+    d.label = "d"
+    f = Value(-2.0, label="f")
+    L = d * f
+    L.label = "L"
+    return a, b, c, d, e, f, L
+
+
 def walk(root):
     """Every node below root (root included), reached through _prev as a user would."""
     seen, stack, out = set(), [root], []

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from micrograd import _engine, _pure
 import micrograd.engine
 
-from conftest import run_upstream, walk
+from conftest import lecture_graph, run_upstream, walk
 
 
 # ---------------------------------------------------------------------------------
@@ -368,17 +368,7 @@ def test_assigned_data_and_grad_stay_floats(engine):
 # Manual _backward() stepping: Karpathy's lecture
 # ---------------------------------------------------------------------------------
 def test_lecture_manual_backward(engine):
-    V = engine.Value
-    a = V(2.0, label="a")
-    b = V(-3.0, label="b")
-    c = V(10.0, label="c")
-    e = a * b
-    e.label = "e"
-    d = e + c
-    d.label = "d"
-    f = V(-2.0, label="f")
-    L = d * f
-    L.label = "L"
+    a, b, c, d, e, f, L = lecture_graph(engine.Value)
     assert (e.data, d.data, L.data) == (-6.0, 4.0, -8.0)
     assert (L._op, d._op, e._op) == ("*", "+", "*")
     assert L._prev == {d, f} and d._prev == {e, c} and e._prev == {a, b}
@@ -444,14 +434,6 @@ def test_manual_backward_accumulates(engine):
 # ---------------------------------------------------------------------------------
 # backward() accumulates exactly as upstream
 # ---------------------------------------------------------------------------------
-def lecture_graph(V):
-    a, b, c, f = V(2.0), V(-3.0), V(10.0), V(-2.0)
-    e = a * b
-    d = e + c
-    L = d * f
-    return a, b, c, d, e, f, L
-
-
 def test_backward_twice_accumulates(engine):
     a, b, c, d, e, f, L = lecture_graph(engine.Value)
     L.backward()

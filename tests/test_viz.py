@@ -11,24 +11,16 @@ pytest.importorskip("graphviz", reason="the graphviz Python package (the viz ext
 import micrograd  # noqa: E402
 from micrograd import Value  # noqa: E402
 from micrograd import viz  # noqa: E402
+from conftest import lecture_graph  # noqa: E402
 
 needs_dot = pytest.mark.skipif(
     shutil.which("dot") is None,
     reason="graphviz's `dot` program is not on PATH (apt-get install graphviz)")
 
 
-def lecture_graph():
-    """The graph of Karpathy's lecture: L = (a*b + c) * f."""
-    a = Value(2.0, label="a")
-    b = Value(-3.0, label="b")
-    c = Value(10.0, label="c")
-    e = a * b
-    e.label = "e"
-    d = e + c
-    d.label = "d"
-    f = Value(-2.0, label="f")
-    L = d * f
-    L.label = "L"
+def lecture_root():
+    """The root of Karpathy's lecture graph, L = (a*b + c) * f, after backward()."""
+    L = lecture_graph(Value)[-1]
     L.backward()
     return L
 
@@ -41,7 +33,7 @@ def svg_texts(dot):
 
 @needs_dot
 def test_lecture_graph_renders_to_svg():
-    dot = micrograd.draw_dot(lecture_graph())
+    dot = micrograd.draw_dot(lecture_root())
     texts = svg_texts(dot)
     for label in "abcedfL":
         assert label in texts
