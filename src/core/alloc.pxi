@@ -1,0 +1,202 @@
+# The node allocator: Value's tp_alloc and tp_dealloc, written here and installed into
+# the type by _install_allocator (Cython's generated pair does more than a node needs).
+# The twin has no counterpart: CPython allocates and frees its nodes.
+#
+# Freeing: a deep chain must not free itself by C recursion (tp_dealloc calling
+# tp_dealloc a million times overflows the C stack). A dying node hands the children
+# it was the last owner of to the _pending stack; the outermost dealloc drains it.
+# Memory: nodes live in 2 MiB chunks of 56-byte slots, handed out in order (so a graph
+# built in one go lies in memory in creation order) and reused when freed. A few empty
+# chunks are kept, so the next training step's graph is built without the system
+# allocator; the rest go back to it.
+cdef extern from "Python.h":
+    ctypedef struct _TypeSlots "PyTypeObject":     # the slots we read or replace
+        Py_ssize_t tp_basicsize
+        void (*tp_dealloc)(PyObject*)
+        PyObject* (*tp_alloc)(_TypeSlots*, Py_ssize_t)
+    PyObject* _init_object "PyObject_Init"(PyObject*, _TypeSlots*)
+    void _fetch_error "PyErr_Fetch"(PyObject**, PyObject**, PyObject**)
+    void _restore_error "PyErr_Restore"(PyObject*, PyObject*, PyObject*)
+    void _decref "Py_DECREF"(PyObject*)
+
+cdef extern from *:
+    """
+    #if defined(_WIN32)
+    #include <malloc.h>
+    static void* mg_chunk_alloc(size_t n) { return _aligned_malloc(n, n); }
+    static void mg_chunk_free(void* p, size_t n) { _aligned_free(p); }
+    #else
+    /* Straight from the kernel, so that a freed chunk leaves the process (malloc would
+       keep it in its heap): map 2n bytes, unmap all but an n-aligned middle. A 2 MiB
+       chunk can then be one huge page: one page fault and one TLB entry for 37,448
+       nodes instead of 512 of each (where the system allows it; a hint otherwise). */
+    #include <stdint.h>
+    #include <sys/mman.h>
+    static void* mg_chunk_alloc(size_t n) {
+        char* p = (char*)mmap(NULL, 2 * n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        char* a;
+        if (p == (char*)MAP_FAILED) return NULL;
+        a = (char*)(((uintptr_t)p + n - 1) & ~(uintptr_t)(n - 1));
+        if (a > p) munmap(p, a - p);
+        munmap(a + n, p + n - a);
+    #ifdef MADV_HUGEPAGE
+        madvise(a, n, MADV_HUGEPAGE);
+    #endif
+        return a;
+    }
+    static void mg_chunk_free(void* p, size_t n) { munmap(p, n); }
+    #endif
+    """
+    void* _chunk_alloc "mg_chunk_alloc"(size_t n) noexcept   # n bytes aligned to n
+    void _chunk_free "mg_chunk_free"(void* p, size_t n) noexcept
+    PyObject* PyErr_NoMemory() noexcept     # sets MemoryError; tp_alloc then returns NULL
+
+
+cdef Py_ssize_t _node_size = 0      # Value's tp_basicsize (set by _install_allocator)
+cdef Py_ssize_t _per_chunk = 0      # node slots per chunk
+cdef _Chunk* _current = NULL        # nodes are allocated from here...
+cdef _Chunk* _partial = NULL        # ...and, when it is full, from these chunks' freed slots
+cdef _Chunk* _spare[SPARE_CHUNKS]   # empty chunks, kept rather than returned to the system
+cdef int _n_spare = 0
+cdef PyObject** _pending = NULL             # children whose last owner just died
+cdef Py_ssize_t _n_pending = 0
+cdef Py_ssize_t _cap_pending = 0
+cdef bint _draining = False                 # an outer dealloc is draining _pending
+
+
+cdef inline void _unlink(_Chunk* c) noexcept:
+    global _partial
+    if c.prev != NULL:
+        c.prev.next = c.next
+    else:
+        _partial = c.next
+    if c.next != NULL:
+        c.next.prev = c.prev
+    c.listed = False
+
+
+cdef _Chunk* _fresh_chunk() noexcept:
+    """A chunk to allocate from: one with freed slots, a spare, or a new one (NULL if
+    the system has no memory)."""
+    global _n_spare
+    cdef _Chunk* c = _partial
+    if c != NULL:
+        _unlink(c)
+        return c
+    if _n_spare:
+        _n_spare -= 1
+        return _spare[_n_spare]
+    c = <_Chunk*>_chunk_alloc(CHUNK)
+    if c != NULL:
+        memset(c, 0, sizeof(_Chunk))
+    return c
+
+
+cdef PyObject* _value_alloc(_TypeSlots* tp, Py_ssize_t nitems) noexcept:
+    """tp_alloc: a zeroed node, from the current chunk (pymalloc would round 56 bytes
+    up to 64: its blocks are 16-byte aligned; doubles and pointers need only 8)."""
+    global _current
+    cdef _Chunk* c = _current
+    cdef PyObject* o
+    if c == NULL or (c.free == NULL and c.used == _per_chunk):
+        c = _fresh_chunk()
+        if c == NULL:
+            PyErr_NoMemory()
+            return NULL
+        _current = c                    # the full one is listed again when a node in it dies
+    if c.free != NULL:
+        o = <PyObject*>c.free
+        c.free = (<void**>c.free)[0]
+    else:
+        o = <PyObject*>(<char*>c + CHUNK_HEADER + c.used * _node_size)
+        c.used += 1
+    c.live += 1
+    memset(o, 0, _node_size)
+    return _init_object(o, tp)          # type, refcount 1, and the interpreter's own
+                                        # bookkeeping of new objects (debug builds, tracers)
+
+
+cdef inline void _value_free(PyObject* o) noexcept:
+    """Return a dead node's slot to its chunk; hand back chunks that empty out."""
+    global _partial, _n_spare
+    cdef _Chunk* c = <_Chunk*>(<size_t>o & ~(<size_t>CHUNK - 1))
+    (<void**>o)[0] = c.free
+    c.free = <void*>o
+    c.live -= 1
+    if c == _current:
+        return
+    if c.live == 0:                     # empty: keep it as a spare, or give it back
+        if c.listed:
+            _unlink(c)
+        if _n_spare < SPARE_CHUNKS:
+            memset(c, 0, sizeof(_Chunk))
+            _spare[_n_spare] = c
+            _n_spare += 1
+        else:
+            _chunk_free(c, CHUNK)
+    elif not c.listed:                  # its first freed slot: offer it for reuse
+        c.prev = NULL
+        c.next = _partial
+        if _partial != NULL:
+            _partial.prev = c
+        _partial = c
+        c.listed = True
+
+
+cdef inline void _release(PyObject* child) noexcept:
+    """Drop a dying node's reference to child without recursing into child's dealloc."""
+    global _pending, _cap_pending, _n_pending
+    cdef PyObject** grown
+    if child == <PyObject*>None or Py_REFCNT(child) > 1:
+        _decref(child)      # someone else keeps it alive: this frees nothing
+        return
+    if _n_pending == _cap_pending:
+        grown = <PyObject**>realloc(_pending, (2 * _cap_pending + 1024) * sizeof(PyObject*))
+        if grown == NULL:
+            _decref(child)  # out of memory: fall back to ordinary (recursive) freeing
+            return
+        _pending = grown
+        _cap_pending = 2 * _cap_pending + 1024
+    _pending[_n_pending] = child     # our reference moves to the stack
+    _n_pending += 1
+
+
+cdef void _drop_extra(PyObject* o) noexcept:
+    # A dealloc can run while an exception is being raised: keep it intact.
+    cdef PyObject* t
+    cdef PyObject* v
+    cdef PyObject* tb
+    _fetch_error(&t, &v, &tb)
+    try:
+        _extras.pop(<Py_ssize_t>o, None)     # keyed by id(node), i.e. its address
+    except BaseException:
+        pass
+    _restore_error(t, v, tb)
+
+
+cdef void _value_dealloc(PyObject* o) noexcept:
+    """tp_dealloc: release the children (iteratively), recycle the memory."""
+    global _draining, _n_pending
+    if (<Value>o)._flags & HAS_EXTRA:
+        _drop_extra(o)
+    _release(<PyObject*>(<Value>o)._a)     # the dying node's two references
+    if _b(<Value>o) != NULL:
+        _release(_b(<Value>o))
+    _value_free(o)
+    if _draining:
+        return
+    _draining = True
+    while _n_pending:
+        _n_pending -= 1
+        _decref(_pending[_n_pending])   # frees it: its dealloc pushes its children
+    _draining = False
+
+
+cdef void _install_allocator(type node_type) noexcept:
+    """Install the pair above into Value (and tell CPython the type changed)."""
+    global _node_size, _per_chunk
+    _node_size = (<_TypeSlots*>node_type).tp_basicsize
+    _per_chunk = (CHUNK - CHUNK_HEADER) // _node_size
+    (<_TypeSlots*>node_type).tp_alloc = _value_alloc
+    (<_TypeSlots*>node_type).tp_dealloc = _value_dealloc
+    PyType_Modified(node_type)

@@ -1,0 +1,419 @@
+# Tape: record a graph once, then replay forward and backward over dense C arrays.
+# Twin: micrograd/_pure/tape.py.
+#
+# Recording (_plan, _place, _compile) numbers every node with a slot: leaves first,
+# then op nodes in topological order (the MULs fused into an FMA last), then constants
+# (0.0 for unary ops' y, POWC exponents). Instruction k writes slot n_leaves + k from
+# slots code[k].x and code[k].y (and .z). Replay touches only the arrays, not the Values
+# of the op nodes; values are copied back into the Values a user still holds (the root,
+# a list of scores...). The other op nodes can only be reached through _prev,
+# pickling, Tape.nodes or an eager backward(): those first sync every stale tape into
+# its nodes, and after _prev/pickling/Tape.nodes every replay writes all of its nodes
+# back (the user may now hold any of them).
+
+
+cdef Py_ssize_t _n_stale = 0     # live tapes whose nodes lag behind their arrays
+cdef bint _observed = False      # internals of a live tape were reached: write all back
+_live_tapes = weakref.WeakSet()
+
+
+cdef void _sync_tapes(Tape keep=None) except *:
+    """Copy every stale tape's arrays (but keep's) into its nodes, before Python or
+    another tape reads them. Replays sync the others first, so at most one tape is
+    stale and a node shared by two tapes ends up with the latest replay's values."""
+    if _n_stale:
+        for tape in list(_live_tapes):
+            if tape is not keep:
+                (<Tape>tape)._sync()
+
+
+cdef void _observe() except *:
+    """A tape's inner nodes become reachable from Python: keep them all up to date."""
+    global _observed
+    _sync_tapes()
+    _observed = True
+
+
+cdef void* _alloc(Py_ssize_t n, size_t size) except NULL:
+    cdef void* p = calloc(n if n > 0 else 1, size)
+    if p == NULL:
+        raise MemoryError()
+    return p
+
+
+@cython.final
+cdef class Tape:
+    """The graph below a root, recorded in topological order for replay.
+
+    forward() recomputes every node from the leaves' current data and returns the
+    root's; backward() gives the gradients root.backward() would give on a freshly
+    built graph. Python control flow is frozen at record time; data-dependent ops
+    (relu's branch, ...) are re-evaluated on every replay.
+    """
+
+    def __init__(self, Value root not None):
+        cdef Py_ssize_t n
+        cdef int* refs = NULL
+        cdef unsigned char* mark = NULL
+        if self.code != NULL:           # allocated first: set by any earlier attempt
+            raise RuntimeError("Tape is already initialised")
+        _sync_tapes()                   # the nodes' data seed the arrays
+        _begin_walk()                   # the marks, _order and the nodes' _slot are in use
+        try:
+            n = _record(root, &_order, WALK_LEAVES)
+            _unmark(_order.items, n)
+            if n >= 2**31 - 2 - n:
+                raise OverflowError("graph too large for a Tape (slots are C ints)")
+            refs = <int*>_alloc(n, sizeof(int))
+            mark = <unsigned char*>_alloc(n, sizeof(unsigned char))
+            self._plan(root, n, refs, mark)
+            self._place(n, refs, mark)
+            self._compile(n)
+            self.root_slot = root._slot
+        finally:
+            _end_walk()
+            free(refs)
+            free(mark)
+        memcpy(self.spare, self.val, self.n_slots * sizeof(double))    # constants in both
+        self._root = root
+        _live_tapes.add(self)
+
+    cdef int _plan(self, Value root, Py_ssize_t n, int* refs, unsigned char* mark) except -1:
+        """Count each node's consumers (refs) and decide its place (mark); allocate."""
+        cdef Py_ssize_t i, n_leaves = 0, n_shared = 0, n_fused = 0, n_powc = 0
+        cdef PyObject* p
+        cdef PyObject* prev = NULL      # the op node before p in walk order
+        # Number the nodes in walk order and count each one's consumers in the graph.
+        for i in range(n):
+            (<Value>_order.items[i])._slot = i
+        for i in range(n):
+            p = _order.items[i]
+            if (<Value>p)._a is not None:
+                refs[(<Value>p)._a._slot] += 1
+                if _b(<Value>p) != NULL:
+                    refs[(<Value>_b(<Value>p))._slot] += 1
+        # MARK_HELD: the user holds op node i (it has more references than its consumers
+        # account for; the root always counts). MARK_FUSED: a MUL whose only consumer is
+        # the ADD right after it in walk order; the two become one FMA instruction.
+        for i in range(n):
+            p = _order.items[i]
+            if (<Value>p)._a is None:   # LEAF, or CUSTOM (its data is taken as given)
+                n_leaves += 1
+                n_shared += refs[i] != 1
+                continue
+            if Py_REFCNT(p) > refs[i] or p == <PyObject*>root:
+                mark[i] = MARK_HELD
+            if (<Value>p)._code == POWC:
+                n_powc += 1
+            elif ((<Value>p)._code == ADD and prev != NULL and (<Value>prev)._code == MUL
+                    and refs[(<Value>prev)._slot] == 1
+                    and (<PyObject*>(<Value>p)._a == prev or _b(<Value>p) == prev)):
+                mark[(<Value>prev)._slot] |= MARK_FUSED
+                n_fused += 1
+            prev = p
+        self.n_leaves = n_leaves
+        self.n_shared = n_shared
+        self.n_ops = n - n_leaves
+        self.n_code = self.n_ops - n_fused
+        self.n_slots = n + 1 + n_powc
+        # everything but _nodes, which comes last: __dealloc__ takes a tape with _nodes as
+        # fully built, and frees the rest of a tape whose recording ran out of memory
+        self.code = <Instr*>_alloc(self.n_code, sizeof(Instr))
+        self.fused_in = <int*>_alloc(n_fused, sizeof(int))
+        self.val = <double*>_alloc(self.n_slots, sizeof(double))
+        self.spare = <double*>_alloc(self.n_slots, sizeof(double))
+        self.grd = <double*>_alloc(self.n_slots, sizeof(double))
+        self.by_use = <int*>_alloc(n_leaves, sizeof(int))
+        self.held = <int*>_alloc(self.n_ops, sizeof(int))
+        self.is_held = <unsigned char*>_alloc(n, sizeof(unsigned char))
+        self.checked = <int*>_alloc(self.n_code, sizeof(int))
+        self._nodes = <PyObject**>_alloc(n, sizeof(PyObject*))
+        return 0
+
+    cdef void _place(self, Py_ssize_t n, int* refs, unsigned char* mark) noexcept:
+        """Slots: leaves, instruction nodes, fused MULs, each group in walk order."""
+        cdef Py_ssize_t i, s, leaf = 0, code = 0, fused = 0, shared = 0, once = 0
+        cdef PyObject* p
+        for i in range(n):
+            p = _order.items[i]
+            if (<Value>p)._a is None:
+                s = leaf
+                leaf += 1
+                if refs[i] == 1:            # by_use: leaves used once after the others
+                    self.by_use[self.n_shared + once] = s
+                    once += 1
+                else:
+                    self.by_use[shared] = s
+                    shared += 1
+            elif mark[i] & MARK_FUSED:
+                s = self.n_leaves + self.n_code + fused
+                fused += 1
+            else:
+                s = self.n_leaves + code
+                code += 1
+            if mark[i] & MARK_HELD:
+                self.held[self.n_held] = s
+                self.n_held += 1
+                self.is_held[s] = 1
+            (<Value>p)._slot = s
+            Py_INCREF(<object>p)
+            self._nodes[s] = p
+            self.val[s] = (<Value>p).data
+            self.grd[s] = (<Value>p).grad
+
+    cdef void _compile(self, Py_ssize_t n) noexcept:
+        """One instruction per op node but the fused MULs; constants go after the nodes:
+        slot n is 0.0, then POWC exponents."""
+        cdef Py_ssize_t k, s = n + 1, j = 0
+        cdef Py_ssize_t fused_start = self.n_leaves + self.n_code
+        cdef Value v, b, m, acc
+        for k in range(self.n_code):
+            v = <Value>self._nodes[self.n_leaves + k]
+            v._flags |= TAPED
+            self.code[k].op = v._code
+            self.code[k].x = v._a._slot
+            b = _b_or_none(v)
+            if b is not None:
+                self.code[k].y = b._slot
+            elif v._code == POWC:
+                self.val[s] = v._second.c
+                self.code[k].y = s
+                s += 1
+            else:
+                self.code[k].y = n
+            if v._code == ADD:          # ADD(acc, MUL) or ADD(MUL, acc), the MUL fused?
+                m = acc = None
+                if b._slot >= fused_start:
+                    m, acc = b, v._a
+                elif v._a._slot >= fused_start:
+                    m, acc = v._a, b
+                if m is not None:
+                    m._flags |= TAPED
+                    self.code[k].op = FMA
+                    self.code[k].x = acc._slot
+                    self.code[k].y = m._a._slot
+                    self.code[k].z = _b_or_none(m)._slot
+                    self.fused_in[j] = k
+                    j += 1
+            if _can_raise(v._code):
+                self.checked[self.n_checked] = k
+                self.n_checked += 1
+
+    def __dealloc__(self):
+        cdef Py_ssize_t s
+        if self._nodes != NULL:
+            self._sync()
+            self._untag()
+            # Highest slot first: the fused MULs (their ADDs still hold them), then op
+            # nodes root first, then leaves. Every node's operands are still held here when
+            # it is freed, so freeing never cascades down the graph.
+            for s in range(self.n_leaves + self.n_ops - 1, -1, -1):
+                Py_DECREF(<object>self._nodes[s])
+            free(self._nodes)
+        free(self.code)
+        free(self.fused_in)
+        free(self.val)
+        free(self.spare)
+        free(self.grd)
+        free(self.by_use)
+        free(self.held)
+        free(self.is_held)
+        free(self.checked)
+
+    cdef void _untag(self) noexcept:
+        """Clear TAPED on this tape's op nodes, keeping it where another tape has them."""
+        global _observed
+        cdef Py_ssize_t s
+        cdef PyObject* p
+        for s in range(self.n_leaves, self.n_leaves + self.n_ops):
+            p = self._nodes[s]
+            _clear_flags(<Value>p, TAPED)
+        if _live_tapes is None:         # interpreter shutdown: module globals are gone
+            return
+        for tape in _live_tapes:
+            if tape is not self:
+                (<Tape>tape)._tag()
+        if not len(_live_tapes):
+            _observed = False
+
+    cdef void _tag(self) noexcept:
+        cdef Py_ssize_t s
+        cdef PyObject* p
+        for s in range(self.n_leaves, self.n_leaves + self.n_ops):
+            p = self._nodes[s]
+            _set_flags(<Value>p, TAPED)
+
+    cdef void _sync(self) noexcept:
+        """Write the op slots' data and grads back into the Values not held by the user."""
+        global _n_stale
+        cdef Py_ssize_t s
+        if not (self.stale_data or self.stale_grad):
+            return
+        self._fill_fused()
+        for s in range(self.n_leaves, self.n_leaves + self.n_ops):
+            if self.is_held[s]:
+                continue
+            if self.stale_data:
+                (<Value>self._nodes[s]).data = self.val[s]
+            if self.stale_grad:
+                (<Value>self._nodes[s]).grad = self.grd[s]
+        self.stale_data = self.stale_grad = False
+        _n_stale -= 1
+
+    cdef inline void _fill(self, Py_ssize_t j) noexcept:
+        """Fused MUL j's data and grad, which replay skips, for writing back."""
+        cdef Py_ssize_t k = self.fused_in[j]
+        cdef Py_ssize_t f = self.n_leaves + self.n_code
+        self.val[f + j] = self.val[self.code[k].y] * self.val[self.code[k].z]
+        self.grd[f + j] = self.grd[self.n_leaves + k]  # the ADD's grad, passed on
+
+    cdef void _fill_fused(self) noexcept:
+        cdef Py_ssize_t j
+        for j in range(self.n_ops - self.n_code):
+            self._fill(j)
+
+    cdef void _write_back(self, int field) noexcept:
+        """After a replay, copy the op slots' data (or grads) into the Values: all of them
+        once the tape's insides were observed, else only the held ones (the rest lag
+        behind until _sync)."""
+        cdef Py_ssize_t k, s, fused_start = self.n_leaves + self.n_code
+        cdef PyObject* p
+        cdef double* src = self.val if field == FIELD_DATA else self.grd
+        if _observed:
+            self._fill_fused()
+            for s in range(self.n_leaves, self.n_leaves + self.n_ops):
+                p = self._nodes[s]
+                _set_field(<Value>p, field, src[s])
+        else:
+            for k in range(self.n_held):
+                s = self.held[k]
+                if s >= fused_start:        # a held MUL fused into its ADD
+                    self._fill(s - fused_start)
+                p = self._nodes[s]
+                _set_field(<Value>p, field, src[s])
+            self._mark_stale(field)
+
+    cdef void _mark_stale(self, int field) noexcept:
+        global _n_stale
+        if not (self.stale_data or self.stale_grad):
+            _n_stale += 1
+        if field == FIELD_DATA:
+            self.stale_data = True
+        else:
+            self.stale_grad = True
+
+    def forward(self):
+        """Recompute every node from the leaves' current data; return the root's data."""
+        cdef Py_ssize_t s, k, base = self.n_leaves
+        # locals, not self.code: a store to val[] could alias self's fields for the compiler
+        cdef double* val = self.spare
+        cdef Instr* code = self.code
+        cdef Instr c
+        cdef double a, out
+        _sync_tapes(self)
+        for s in range(base):
+            val[s] = (<Value>self._nodes[s]).data
+        out = val[base - 1] if base else 0.0   # "the slot before": the last leaf, for k = 0
+        for k in range(self.n_code):
+            # a neuron's sum is a chain of FMAs, each adding to the one before: take
+            # that operand from a register, not back through memory (a store-to-load
+            # round trip on the chain's critical path)
+            c = code[k]
+            a = out if c.x == base + k - 1 else val[c.x]
+            if c.op == FMA:
+                out = a + val[c.y] * val[c.z]
+            else:
+                out = _forward(c.op, a, val[c.y])
+            val[base + k] = out
+        self.spare = self.val           # complete: the new values become current
+        self.val = val
+        self._write_back(FIELD_DATA)
+        return val[self.root_slot]
+
+    def backward(self):
+        """Gradients of the root, as root.backward() on a freshly built graph: op nodes'
+        grads restart from 0, the root's is 1, leaves' grads accumulate."""
+        cdef Py_ssize_t s, j, k, base = self.n_leaves
+        cdef double* val = self.val
+        cdef double* grd = self.grd
+        cdef Instr* code = self.code
+        cdef Instr c
+        cdef double g, dx, dy
+        cdef PyObject* p
+        _sync_tapes(self)
+        for s in range(self.n_checked):         # raise before any grad changes
+            k = self.checked[s]
+            c = code[k]
+            _check_partials(c.op, val[c.x], val[c.y])
+        # Leaves accumulate: old grad + c1 + c2 + ... in eager's order. A leaf used once
+        # gets one c: it starts from -0.0 (for which -0.0 + c is c, bit for bit) and
+        # is added to its Value at the end, so its Value is visited once, not twice.
+        for j in range(self.n_shared):
+            s = self.by_use[j]
+            grd[s] = (<Value>self._nodes[s]).grad
+        for j in range(self.n_shared, base):
+            grd[self.by_use[j]] = -0.0
+        # op nodes' grads restart from 0 (the fused MULs' are filled in when read)
+        memset(grd + base, 0, self.n_code * sizeof(double))
+        memset(grd + base + self.n_ops, 0, (self.n_slots - base - self.n_ops) * sizeof(double))
+        grd[self.root_slot] = 1.0
+        for k in range(self.n_code - 1, -1, -1):
+            g = grd[base + k]
+            c = code[k]
+            if c.op == FMA:
+                grd[c.x] += g                   # the ADD passes g to acc and to the MUL
+                grd[c.y] += val[c.z] * g
+                grd[c.z] += val[c.y] * g
+            else:
+                _partials(c.op, val[c.x], val[c.y], val[base + k], &dx, &dy)
+                grd[c.x] += dx * g
+                grd[c.y] += dy * g              # unary ops: lands in a constant's slot
+        for j in range(self.n_shared):
+            s = self.by_use[j]
+            (<Value>self._nodes[s]).grad = grd[s]
+        for j in range(self.n_shared, base):
+            s = self.by_use[j]
+            p = self._nodes[s]
+            _add_grad(<Value>p, grd[s])
+        self._write_back(FIELD_GRAD)
+
+    def __len__(self):
+        return self.n_leaves + self.n_ops
+
+    @property
+    def root(self):
+        return self._root
+
+    @property
+    def leaves(self):
+        """The recorded nodes without a rule (parameters, inputs, constants), in order."""
+        return [<Value>self._nodes[s] for s in range(self.n_leaves)]
+
+    @property
+    def nodes(self):
+        """Every recorded node, leaves first, then op nodes in topological order."""
+        cdef Py_ssize_t j, k, base = self.n_leaves
+        _observe()
+        nodes = [<Value>self._nodes[s] for s in range(base)]
+        j = 0
+        for k in range(self.n_code):
+            if self.code[k].op == FMA:     # its fused MUL came right before it
+                nodes.append(<Value>self._nodes[base + self.n_code + j])
+                j += 1
+            nodes.append(<Value>self._nodes[base + k])
+        return nodes
+
+    def instructions(self):
+        """The program a replay runs: (op, x, y, z) per instruction, slots as numbered
+        when recorded (op codes as in micrograd/_engine.pxd; z is 0 but for FMA)."""
+        return [(self.code[k].op, self.code[k].x, self.code[k].y, self.code[k].z)
+                for k in range(self.n_code)]
+
+    @property
+    def n_instructions(self):
+        """How many instructions a replay runs: one per op node, less the fused MULs."""
+        return self.n_code
+
+    def __repr__(self):
+        return "Tape(%d nodes, %d leaves, %d instructions)" % (
+            len(self), self.n_leaves, self.n_code)

@@ -1,0 +1,131 @@
+# Declarations of the compiled core (src/_engine.pyx, which includes src/core/*.pxi):
+# op codes, flag bits, the structs and the field layouts of Value and Tape. It sits here,
+# in the package folder, because Cython looks for micrograd._engine's declarations at
+# micrograd/_engine.pxd. The twin's counterpart is micrograd/_pure/declarations.py.
+cimport cython
+from cpython.ref cimport PyObject
+
+# Op codes. One byte per node selects its forward rule and its local-gradient rule
+# (core/rules.pxi). The twin uses the same numbers.
+cdef enum:
+    LEAF = 0      # no rule: parameters, inputs, constants
+    ADD = 1       # a + b
+    MUL = 2       # a * b
+    POWC = 3      # a ** c, c a plain number (upstream's only kind of power)
+    POW = 4       # a ** b, both Values: the exponent gets a gradient too
+    RELU = 5      # max(a, 0)
+    TANH = 6      # tanh(a)
+    EXP = 7       # e ** a
+    LOG = 8       # ln(a)
+    SIGMOID = 9   # 1 / (1 + e ** -a)
+    CUSTOM = 10   # built by hand as Value(data, _children, _op): children walked, no rule
+    FMA = 11      # Tape only: acc + a*b, an ADD fused with the MUL that feeds only it
+
+# Bits of Value._flags.
+cdef enum:
+    VISITED = 1      # entered by the current topological walk (cleared when it ends)
+    DONE = 2         # appended to the current walk's order (cleared when it ends)
+    INT_EXP = 4      # POWC's exponent was an int: _op shows '**2', not '**2.0'
+    HAS_EXTRA = 8    # this node has an entry in _extras (label, hand-built _op/_children)
+    TAPED = 16       # an op node recorded by a live Tape (its data may live in the tape)
+
+# What a walk (core/walk.pxi: _record) does besides ordering the nodes.
+cdef enum:
+    WALK_CHECK = 1   # raise, before anything changes, what backward would raise
+    WALK_LEAVES = 2  # record leaves too (a Tape needs them; backward has no rule for them)
+
+# Which of a node's two numbers a write-back stores (core/walk.pxi: _set_field).
+cdef enum:
+    FIELD_DATA = 0   # Value.data
+    FIELD_GRAD = 1   # Value.grad
+
+# What a Tape's recording decides for each node (Tape._plan's mark array; bits).
+cdef enum:
+    MARK_HELD = 1    # an op node the user holds (or the root): replays write it back
+    MARK_FUSED = 2   # a MUL fused into the ADD right after it, its only consumer
+
+# The node allocator's chunks (core/alloc.pxi).
+cdef enum:
+    CHUNK = 1 << 21         # bytes per chunk, and its alignment: rounding a node's address
+                            # down to a multiple of CHUNK finds its chunk's header; the
+                            # size of an x86-64 huge page
+    CHUNK_HEADER = 64       # the _Chunk at its start; nodes follow
+    SPARE_CHUNKS = 2        # empty chunks kept for the next graph (a demo step's is 3.5 MiB)
+
+ctypedef struct _Chunk:     # the head of a chunk of node slots
+    void* free              # freed slots, linked through their first word
+    Py_ssize_t live         # nodes allocated here and not yet freed
+    Py_ssize_t used         # slots handed out so far by bumping; the rest are untouched
+    _Chunk* prev            # links in _partial, the chunks with freed slots to reuse
+    _Chunk* next            #   (prev and next are NULL at its ends)
+    bint listed             # in _partial
+
+ctypedef union _Second:     # a node's second input; which member is set, its op says:
+    PyObject* b             # ADD, MUL, POW: the second operand (an owned reference);
+                            # NULL for leaves and unary ops
+    double c                # POWC: the constant exponent
+
+cdef struct _Buf:           # a growable C array of node pointers (core/walk.pxi)
+    PyObject** items        # borrowed pointers, unless the owner (a Tape) increfs them
+    Py_ssize_t cap          # allocated length of items
+
+ctypedef struct Instr:      # one Tape instruction, 16 bytes: a replay reads one stream
+    int op                  # op code (FMA included)
+    int x                   # first operand's slot (FMA: acc)
+    int y                   # second operand's slot, or a constant's (FMA: a)
+    int z                   # FMA: b's slot; 0 for the other ops
+
+
+@cython.final        # no subclasses: attribute access and calls bind statically
+@cython.no_gc        # children are always older nodes, so no cycle can exist: skip the GC
+cdef class Value:
+    cdef public double data     # forward value (always a C double)
+    cdef public double grad     # d(root)/d(self), accumulated by backward()
+    cdef Value _a               # first operand, None for a leaf
+    cdef _Second _second        # second operand or POWC's exponent: read with _b and _y
+    cdef unsigned char _code    # op code: selects the forward and the local-gradient rule
+    cdef unsigned char _flags   # VISITED | DONE | INT_EXP | HAS_EXTRA | TAPED bits
+    cdef unsigned int _slot     # scratch: this node's slot in the Tape being recorded
+    # (data..._slot fill 38 bytes after the 16-byte object header: 56 in all with padding,
+    # no GC header; no op has both a second operand and an exponent, so they share 8 bytes)
+
+
+@cython.final
+cdef class Tape:
+    cdef PyObject** _nodes      # owned: the Value recorded in slot s (s < n_leaves + n_ops)
+    cdef Py_ssize_t n_leaves    # slots [0, n_leaves): leaves, read by every forward()
+    cdef Py_ssize_t n_ops       # op nodes, in slots [n_leaves, n_leaves + n_ops):
+    cdef Py_ssize_t n_code      #   first the n_code run by instructions, children first,
+                                #   then the MULs fused into an FMA (computed when read)
+    cdef Py_ssize_t n_slots     # all slots, constants included
+    cdef Py_ssize_t root_slot   # the root's slot
+    cdef Instr* code            # instruction k writes slot n_leaves + k
+    cdef int* fused_in          # per fused MUL (slot n_leaves + n_code + j): its FMA's k
+    cdef double* val            # data of every slot (the last complete forward())
+    cdef double* spare          # forward() computes here, then swaps with val: a replay
+                                #   that raises leaves val, and so the graph, as it was
+    cdef double* grd            # grad of every slot
+    cdef int* by_use            # leaf slots: the n_shared used more than once (or never:
+    cdef Py_ssize_t n_shared    #   a lone root), then those used once, whose grads
+                                #   backward() adds to without reading them first
+    cdef int* held              # op slots whose Values the user holds: written back always
+    cdef Py_ssize_t n_held      # entries in held
+    cdef unsigned char* is_held # per slot: 1 if in held (sync leaves those alone: they are
+                                #   current, and the user may have changed them since)
+    cdef int* checked           # instructions whose partials can raise (POWC, POW, LOG)
+    cdef Py_ssize_t n_checked   # entries in checked
+    cdef bint stale_data        # op nodes' Value.data lag behind val
+    cdef bint stale_grad        # op nodes' Value.grad lag behind grd
+    cdef Value _root            # the recorded root (Tape.root)
+    cdef object __weakref__     # for _live_tapes
+
+    cdef int _plan(self, Value root, Py_ssize_t n, int* refs, unsigned char* mark) except -1
+    cdef void _place(self, Py_ssize_t n, int* refs, unsigned char* mark) noexcept
+    cdef void _compile(self, Py_ssize_t n) noexcept
+    cdef void _untag(self) noexcept
+    cdef void _tag(self) noexcept
+    cdef void _sync(self) noexcept
+    cdef inline void _fill(self, Py_ssize_t j) noexcept
+    cdef void _fill_fused(self) noexcept
+    cdef void _write_back(self, int field) noexcept
+    cdef void _mark_stale(self, int field) noexcept

@@ -1,0 +1,118 @@
+"""The walk: every node below a root in topological order, then eager backward over it.
+
+The twin of ``src/core/walk.pxi``. An explicit stack and per-node marks replace
+upstream's recursive build_topo and its visited set. The core's growable C arrays
+(``_Buf``, ``_grow``) are lists here, and its flag helpers plain expressions.
+"""
+from micrograd._pure.declarations import (
+    LEAF, CUSTOM, VISITED, DONE, WALK_CHECK, WALK_LEAVES, FIELD_DATA)
+from micrograd._pure.rules import _partials, _can_raise, _check_partials
+
+_walking = False     # a walk's marks (and a recording Tape's _slot numbers) are in use
+
+
+def _begin_walk():
+    """Claim the nodes' marks for one walk (released with _end_walk).
+
+    Python code can run in the middle of a walk through the garbage collector (a
+    finalizer or gc callback); a backward() or Tape() from there would clobber the
+    outer walk's marks, so it raises instead, as the compiled core does."""
+    global _walking
+    if _walking:
+        raise RuntimeError("backward() or Tape() called while another one is walking a graph "
+                           "(from a finalizer or a gc callback?)")
+    _walking = True
+
+
+def _end_walk():
+    global _walking
+    _walking = False
+
+
+def _set_field(v, field, x):
+    if field == FIELD_DATA:
+        v.data = x
+    else:
+        v.grad = x
+
+
+def _wanted(child, mode):
+    """Should the walk enter child? Not twice, and not a leaf unless leaves are wanted."""
+    return not child._flags & VISITED and (mode & WALK_LEAVES or child._code != LEAF)
+
+
+def _record(root, order, mode):
+    """Fill order with every node below root, each after all its operands (post-order
+    DFS); return how many.
+
+    mode & WALK_CHECK: also raise (before anything is changed) what backward would raise.
+    Without mode & WALK_LEAVES, leaves below root are neither recorded nor marked: they
+    have no rule for backward to apply (a wide sum's leaves would double the walk).
+    On success the recorded nodes stay marked: the caller clears the marks with
+    _accumulate or _unmark. On error they are cleared here.
+    """
+    stack = [root]
+    emitting = None
+    try:
+        while stack:
+            p = stack[-1]
+            if not p._flags & VISITED:
+                # first visit: push the operands; p stays below them on the stack
+                p._flags |= VISITED
+                if p._code == CUSTOM:
+                    for c in p._extra[2]:     # the children of a hand-built node
+                        if _wanted(c, mode):
+                            stack.append(c)
+                    continue
+                child = p._b
+                if child is not None and _wanted(child, mode):
+                    stack.append(child)
+                child = p._a
+                if child is not None and _wanted(child, mode):
+                    stack.append(child)
+            else:
+                # operands done (or a stale duplicate entry): emit p once
+                stack.pop()
+                if not p._flags & DONE:
+                    p._flags |= DONE
+                    emitting = p        # if the append runs out of memory, p is on no list
+                    order.append(p)
+                    emitting = None
+                    if mode & WALK_CHECK and _can_raise(p._code):
+                        _check_partials(p._code, p._a.data, _y(p))
+    except BaseException:
+        _unmark(order)
+        _unmark(stack)
+        if emitting is not None:
+            _unmark([emitting])
+        raise
+    return len(order)
+
+
+def _unmark(nodes):
+    for p in nodes:
+        p._flags &= ~(VISITED | DONE)
+
+
+def _y(v):
+    """The y of v's rule: second operand's data, POWC's exponent, or 0.0 (unary)."""
+    return v._b.data if v._b is not None else v._c
+
+
+def _chain(out):
+    """Apply out's local rule: add out.grad * d(out)/d(operand) to each operand's grad."""
+    if out._a is None:          # LEAF or CUSTOM: no rule
+        return
+    dx, dy = _partials(out._code, out._a.data, _y(out), out.data)
+    out._a.grad += dx * out.grad
+    if out._b is not None:
+        out._b.grad += dy * out.grad
+
+
+def _accumulate(nodes):
+    """Apply every local rule, root first (reversed topological order); clear the marks."""
+    for p in reversed(nodes):
+        p._flags &= ~(VISITED | DONE)
+        _chain(p)
+
+
