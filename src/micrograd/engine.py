@@ -1,3 +1,4 @@
+# micrograd-compiled: this line marks the file as ours (micrograd/__init__.py checks it)
 """``from micrograd.engine import Value``: the compiled core, or its pure-Python twin.
 
 ``MICROGRAD_PURE_PYTHON=1`` selects the twin; so does a missing or broken compiled

@@ -1,3 +1,4 @@
+# micrograd-compiled: this line marks the file as ours (micrograd/__init__.py checks it)
 """Upstream micrograd's nn.py, unchanged but for where Value comes from.
 
 Same classes, arguments, reprs and order of random.uniform draws as micrograd 0.1.0,

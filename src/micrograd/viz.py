@@ -5,27 +5,65 @@
 op's name, wired ``operand -> op -> result``. In a notebook the Digraph displays
 itself; elsewhere use ``draw_dot(root).render('graph')`` or ``.pipe()``.
 
-Needs the graphviz Python package (the ``viz`` extra) and graphviz's ``dot`` program
-on PATH (``apt-get install graphviz`` / ``brew install graphviz``).
+Building the Digraph needs only the graphviz Python package (the ``viz`` extra).
+Rendering it (``render``, ``pipe``, ``view``, a notebook's display) also needs
+graphviz's ``dot`` program on PATH; without it those raise ``DotNotFound``, which
+names the program and how to install it.
 """
 import shutil
 
 try:
-    from graphviz import Digraph
+    from graphviz import Digraph, ExecutableNotFound
 except ImportError as exc:
     raise ImportError("micrograd.draw_dot needs the graphviz Python package: "
                       "pip install 'micrograd-compiled[viz]'") from exc
 
-__all__ = ["draw_dot", "trace", "check_dot"]
+__all__ = ["draw_dot", "trace", "check_dot", "DotNotFound", "ValueGraph"]
 
 _RECORD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\{}|<>\""})
 
 
-def check_dot():
-    """Raise RuntimeError unless graphviz's ``dot`` program, which renders, is on PATH."""
-    if shutil.which("dot") is None:
-        raise RuntimeError("the graphviz 'dot' program is not on PATH: "
-                           "apt-get install graphviz / brew install graphviz")
+INSTALL_HINT = ("install graphviz (the programs, not only the Python package): "
+                "apt-get install graphviz / brew install graphviz / conda install graphviz")
+
+
+class DotNotFound(ExecutableNotFound):
+    """Rendering needs a graphviz program (``dot`` unless another engine is asked for)
+    that is not on PATH. A ``graphviz.ExecutableNotFound``, hence a ``RuntimeError``."""
+
+    def __init__(self, program="dot"):
+        RuntimeError.__init__(self, f"graphviz's {program!r} program is not on PATH, and "
+                              f"rendering the graph needs it: {INSTALL_HINT}")
+        self.program = program
+
+
+def check_dot(program="dot"):
+    """Raise ``DotNotFound`` unless graphviz's ``program`` (which renders) is on PATH."""
+    if shutil.which(program) is None:
+        raise DotNotFound(program)
+
+
+class ValueGraph(Digraph):
+    """The ``graphviz.Digraph`` that ``draw_dot`` returns. It renders exactly as a Digraph
+    does; if the graphviz program is missing, rendering raises ``DotNotFound``."""
+
+    def pipe(self, *args, **kwargs):
+        try:
+            return super().pipe(*args, **kwargs)
+        except ExecutableNotFound as exc:
+            raise DotNotFound(kwargs.get("engine") or self.engine) from exc
+
+    def render(self, *args, **kwargs):
+        try:
+            return super().render(*args, **kwargs)
+        except ExecutableNotFound as exc:
+            raise DotNotFound(kwargs.get("engine") or self.engine) from exc
+
+    def unflatten(self, *args, **kwargs):
+        try:
+            return super().unflatten(*args, **kwargs)
+        except ExecutableNotFound as exc:
+            raise DotNotFound("unflatten") from exc
 
 
 def trace(root):
@@ -44,16 +82,13 @@ def trace(root):
 
 
 def draw_dot(root, format="svg", rankdir="LR"):
-    """A graphviz.Digraph of the graph below root: ``rankdir`` 'LR' (left to right) or 'TB'.
-
-    Raises RuntimeError if the ``dot`` program is missing, since the Digraph could not
-    be rendered.
-    """
+    """A graphviz.Digraph (a ``ValueGraph``) of the graph below root: ``rankdir`` 'LR'
+    (left to right) or 'TB'. Building it does not need graphviz's ``dot`` program;
+    rendering it does (``DotNotFound`` otherwise)."""
     if rankdir not in ("LR", "TB"):
         raise ValueError(f"rankdir must be 'LR' or 'TB', not {rankdir!r}")
-    check_dot()
     nodes, edges = trace(root)
-    dot = Digraph(format=format, graph_attr={"rankdir": rankdir})
+    dot = ValueGraph(format=format, graph_attr={"rankdir": rankdir})
     for n in nodes:
         uid = str(id(n))
         label = n.label.translate(_RECORD_SPECIAL)
