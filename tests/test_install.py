@@ -51,13 +51,18 @@ def make_folder(tmp_path, upstream_path, over=(), delete=(), ours=True):
     for name in over:
         shutil.copy2(Path(upstream_path) / "micrograd" / name, folder / name)
     for name in delete:
-        (folder / name).unlink()
+        if (folder / name).is_dir():
+            shutil.rmtree(folder / name)
+        else:
+            (folder / name).unlink()
     return site
 
 
 def probe(site):
+    # -S: no site-packages, so an installed copy of this package (regular, or an editable
+    # install's finder) cannot shadow the folder states built here
     env = dict(os.environ, PYTHONPATH=str(site))
-    proc = subprocess.run([sys.executable, "-c", PROBE], env=env, cwd=site.parent,
+    proc = subprocess.run([sys.executable, "-S", "-c", PROBE], env=env, cwd=site.parent,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     status, message = proc.stdout.split("\n", 1)
@@ -94,7 +99,7 @@ def test_upstream_files_beside_our_init_are_refused(tmp_path, upstream_path, ove
     assert_mixed_install_error(status, message, *problems)
 
 
-@pytest.mark.parametrize("missing", ["engine.py", "nn.py", "_pure.py", "viz.py", "demo.py",
+@pytest.mark.parametrize("missing", ["engine.py", "nn.py", "_pure", "viz.py", "demo.py",
                                      "__main__.py"])
 def test_our_missing_files_are_named(tmp_path, upstream_path, missing):
     status, message = probe(make_folder(tmp_path, upstream_path, delete=[missing]))

@@ -17,7 +17,7 @@ def _check_folder():
     marker = b"# micrograd-compiled: this line marks the file as ours"
     present = set(os.listdir(here))
     problems = [f"{name} is missing" for name in
-                ("engine.py", "nn.py", "_pure.py", "viz.py", "demo.py", "__main__.py")
+                ("engine.py", "nn.py", "_pure", "viz.py", "demo.py", "__main__.py")
                 if name not in present]
     for name in ("engine.py", "nn.py"):
         if name in present:
