@@ -113,7 +113,7 @@ static void backward(void)
 
 static void update(int k)
 {
-    const double lr = 1.0 - 0.9 * k / 100;
+    const double lr = 1.0 - 0.9 * k / 100;   /* micrograd.demo.learning_rate(k) */
     for (int j = 0; j < H1; j++) { for (int q = 0; q < NIN; q++) w1[j][q] -= lr * gw1[j][q]; b1[j] -= lr * gb1[j]; }
     for (int j = 0; j < H2; j++) { for (int q = 0; q < H1; q++) w2[j][q] -= lr * gw2[j][q]; b2[j] -= lr * gb2[j]; }
     for (int q = 0; q < H2; q++) w3[q] -= lr * gw3[q];
@@ -123,7 +123,7 @@ static void update(int k)
 static double now(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);   /* process CPU time, as the Python workers */
     return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 

@@ -1,21 +1,19 @@
-"""The benchmark suite of micrograd, compiled: run it, write RESULTS.md and a chart.
+"""The benchmark suite of micrograd, compiled: measure, then write the results.
 
-    python benchmarks/run.py                 # full run, < 10 minutes on 2 cores
-    python benchmarks/run.py --quick         # seconds: fewer rounds, smaller graphs
-    python benchmarks/run.py --out benchmarks/RESULTS.md --chart benchmarks/ratios.png
+    python benchmarks/run.py --quick     # about a minute; writes under benchmarks/_work/ only
+    python benchmarks/run.py             # full run, < 15 minutes on 2 cores; rewrites the
+                                         # tracked results (RESULTS.md, README.md and
+                                         # docs/porting.md blocks, ratios.png)
+    python benchmarks/run.py --from benchmarks/_work/results.json   # re-render, no measuring
 
-Every measurement runs in its own process (benchmarks/workers.py), engines alternate
-within each round (A B C ... then ... C B A), and every number reported is a median.
-Upstream micrograd 0.1.0 is installed by this script into benchmarks/_work/upstream
-(gitignored, reused when present) and imported from there alone. See
-benchmarks/README.md for what each row means.
+Every measurement runs in its own process (benchmarks/workers.py) and is timed in process
+CPU time; engines alternate within each round (A B C ... then ... C B A), every number is a
+median, and every ratio is a median of per-round ratios. See benchmarks/README.md.
 """
 import argparse
 import datetime
 import json
 import os
-import platform
-import re
 import shutil
 import statistics
 import subprocess
@@ -23,293 +21,41 @@ import sys
 import time
 from pathlib import Path
 
+sys.dont_write_bytecode = True      # --quick must leave the checkout as it found it
+import psutil  # noqa: E402
+
+import upstream  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-WORKERS = HERE / "workers.py"
-C_SOURCE = HERE / "demo_step.c"
-PASS_SOURCE = HERE / "node_pass.c"     # the memory system's floor under backward's scaling
-UPSTREAM_SPEC = "micrograd==0.1.0"
-START, END = "<!-- results:start -->", "<!-- results:end -->"
-
-# Demo-step engines, in the order of a round (odd rounds run it backwards).
+REPO, WORK = HERE.parent, HERE / "_work"
 ENGINES = ["cython", "tape", "python", "upstream", "upstream-nogc", "torch", "c"]
-LABELS = {
-    "cython": "micrograd-compiled (Cython)",
-    "tape": "micrograd-compiled, Tape replay",
-    "python": "micrograd-compiled, pure-Python twin",
-    "upstream": "upstream micrograd 0.1.0",
-    "upstream-nogc": "upstream 0.1.0, gc.disable()",
-    "torch": "PyTorch, 0-d float64 tensors",
-    "c": "hand-written C (no autodiff)",
-}
-
-FULL = dict(
-    rounds=5, warmup=1,
-    steps={"cython": 10, "tape": 50, "python": 5, "upstream": 3, "upstream-nogc": 3, "torch": 3},
-    c_seconds=0.5,
-    scale_rounds=2,
-    scale_sizes={"cython": [10**3, 10**4, 10**5, 10**6, 10**7],
-                 "python": [10**3, 10**4, 10**5, 10**6]},
-    scale_reps={10**3: 50, 10**4: 20, 10**5: 5, 10**6: 3, 10**7: 2},
-    memory_n=10**6,
-    tape_sizes=[10**4, 10**5, 10**6],
-    tape_reps={10**4: 200, 10**5: 30, 10**6: 7},
-    install_timeout=300,
-)
-QUICK = dict(
-    rounds=2, warmup=1,
-    steps={"cython": 3, "tape": 10, "python": 1, "upstream": 1, "upstream-nogc": 1, "torch": 1},
-    c_seconds=0.2,
-    scale_rounds=1,
-    scale_sizes={"cython": [10**3, 10**4, 10**5], "python": [10**3, 10**4]},
-    scale_reps={10**3: 10, 10**4: 5, 10**5: 2},
-    memory_n=10**5,
-    tape_sizes=[10**6],
-    tape_reps={10**6: 3},
-    install_timeout=30,
-)
-
-# (key, description, goal) -- evaluated in targets()
-TARGETS = [
-    ("step_upstream", "Demo step vs upstream (default GC)", ">= 150x faster"),
-    ("step_upstream_nogc", "Demo step vs upstream with gc.disable()", ">= 30x faster"),
-    ("backward_upstream", "Backward alone vs upstream's backward", ">= 300x faster"),
-    ("bytes_per_node", "Memory per node (compiled)", "<= 64 bytes"),
-    ("flat", "ns per node, 1e4 vs 1e7 nodes (build and backward, compiled)", "within 1.5x"),
-    ("step_torch", "Demo step vs PyTorch scalar autograd", ">= 75x faster"),
-    ("tape_upstream", "Tape replay step vs upstream's eager step", ">= 3000x faster"),
-    ("tape_ns", "Tape forward+backward at 1e6 nodes", "<= 5 ns per node"),
-]
+LABELS = {"cython": "micrograd-compiled (Cython)", "tape": "micrograd-compiled, Tape replay",
+          "python": "micrograd-compiled, pure-Python twin", "upstream": "upstream micrograd 0.1.0",
+          "upstream-nogc": "upstream 0.1.0, gc.disable()", "torch": "PyTorch, 0-d float64 tensors",
+          "c": "hand-written C (no autodiff)"}
+PHASES = ("forward", "backward", "update", "free", "step")
+E3, E4, E5, E6, E7 = (10**k for k in range(3, 8))
+FULL = dict(rounds=5, steps={"cython": 10, "tape": 50, "python": 5, "upstream": 3,
+                             "upstream-nogc": 3, "torch": 3}, c_seconds=0.5, scale_rounds=2,
+            scale=[("cython", s, [E3, E4, E5, E6, E7]) for s in ("chain", "wide", "dag")]
+            + [("python", s, [E3, E4, E5, E6]) for s in ("chain", "wide")]
+            + [("cython", s, [E4, E5, E6]) for s in ("mlp", "dot")],
+            reps={E3: 50, E4: 20, E5: 5, E6: 3, E7: 2}, memory_n=E6, install_timeout=300)
+QUICK = dict(rounds=2, steps={"cython": 3, "tape": 10, "python": 1, "upstream": 1,
+                              "upstream-nogc": 1, "torch": 1}, c_seconds=0.2, scale_rounds=1,
+             scale=[("cython", s, [E3, E4, E5]) for s in ("chain", "wide", "dag")]
+             + [("python", s, [E3, E4]) for s in ("chain", "wide")]
+             + [("cython", s, [E6]) for s in ("mlp", "dot")],
+             reps={E3: 10, E4: 5, E5: 2, E6: 1}, memory_n=E5, install_timeout=30)
 
 
 def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
-# ---------------------------------------------------------------------------------
-# Setup: upstream in a side folder, the C step, the machine.
-# ---------------------------------------------------------------------------------
-def ensure_upstream(work, timeout):
-    """Install upstream micrograd 0.1.0 into work/upstream (reused when present).
-
-    Returns (folder or None, note)."""
-    dest = work / "upstream"
-    if (dest / "micrograd" / "engine.py").is_file() and list(dest.glob("micrograd-0.1.0.dist-info")):
-        return dest, f"reused {dest.relative_to(REPO) if dest.is_relative_to(REPO) else dest}"
-    tmp = work / "upstream.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-           "--no-input", "--target", str(tmp), "--no-deps", UPSTREAM_SPEC]
-    log(f"installing upstream: {' '.join(cmd)}")
-    t0 = time.monotonic()
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        shutil.rmtree(tmp, ignore_errors=True)
-        return None, f"pip install {UPSTREAM_SPEC} took over {timeout} s: upstream rows skipped"
-    if proc.returncode != 0 or not (tmp / "micrograd" / "engine.py").is_file():
-        shutil.rmtree(tmp, ignore_errors=True)
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["?"]
-        return None, f"pip install {UPSTREAM_SPEC} failed ({tail[0]}): upstream rows skipped"
-    shutil.rmtree(dest, ignore_errors=True)
-    tmp.rename(dest)
-    return dest, f"installed with pip in {time.monotonic() - t0:.1f} s"
-
-
-def build_c(work, source=C_SOURCE):
-    """Compile a C file here with the system compiler; returns (binary or None, note)."""
-    cc = os.environ.get("CC", "cc")
-    if shutil.which(cc) is None:
-        return None, f"no C compiler ({cc}): C row skipped"
-    binary = work / source.stem
-    cmd = [cc, "-O2", str(source), "-o", str(binary)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        return None, f"`{' '.join(cmd)}` failed: {proc.stderr.strip()[:200]}"
-    version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
-    return binary, f"{version.splitlines()[0] if version else cc}, `{cc} -O2`"
-
-
-def node_pass(work, seconds, sizes):
-    """Run node_pass.c: {n: ns per node} of one bare pass over n 56-byte nodes, or None."""
-    binary, note = build_c(work, PASS_SOURCE)
-    if binary is None:
-        log(f"node-pass probe skipped: {note}")
-        return None
-    proc = subprocess.run([str(binary), str(seconds), *map(str, sizes)], capture_output=True,
-                          text=True)
-    if proc.returncode != 0:
-        log(f"node-pass probe failed: {proc.stderr.strip()[:200]}")
-        return None
-    res = json.loads(proc.stdout)
-    return dict(zip(res["sizes"], res["ns_per_node"]))
-
-
-def machine_info():
-    info = {"platform": platform.platform(), "cores": os.cpu_count()}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        m = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
-        info["cpu"] = m.group(1).strip() if m else platform.processor()
-    except OSError:
-        info["cpu"] = platform.processor() or "?"
-    try:
-        m = re.search(r"^MemTotal:\s*(\d+) kB", Path("/proc/meminfo").read_text(), re.M)
-        info["memory_gib"] = round(int(m.group(1)) / 2**20, 1)
-    except (OSError, AttributeError):
-        pass
-    return info
-
-
-def cpu_busy_seconds():
-    """CPU seconds all processes of the machine have used so far (None off Linux)."""
-    try:
-        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-        user, nice, system, idle, iowait, irq, softirq = (int(x) for x in fields[:7])
-        return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def own_cpu_seconds():
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
-
-
-def git_describe():
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
-                              capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], cwd=REPO,
-                               capture_output=True, text=True).stdout.strip()
-        return head + (" + uncommitted changes in src/" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-# ---------------------------------------------------------------------------------
-# Workers.
-# ---------------------------------------------------------------------------------
-class WorkerError(RuntimeError):
-    pass
-
-
-def run_worker(args, upstream_dir=None, engine=None, timeout=900):
-    """Run workers.py with args in a fresh process; return its JSON result."""
-    env = dict(os.environ)
-    env.pop("MICROGRAD_PURE_PYTHON", None)
-    env["PYTHONHASHSEED"] = "0"
-    if engine == "python":
-        env["MICROGRAD_PURE_PYTHON"] = "1"
-    if engine in ("upstream", "upstream-nogc"):
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(upstream_dir), env.get("PYTHONPATH")]))
-    cmd = [sys.executable, str(WORKERS)]
-    if upstream_dir is not None:
-        cmd += ["--upstream-dir", str(upstream_dir)]
-    cmd += [str(a) for a in args]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise WorkerError(f"timed out after {timeout} s: {' '.join(cmd[1:])}")
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise WorkerError(f"`workers.py {' '.join(map(str, args))}` exited {proc.returncode}: {tail}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def demo_rounds(cfg, available, upstream_dir, c_binary):
-    """{engine: [result per round]}; engines alternate, order reversed every other round."""
-    results = {e: [] for e in available}
-    errors = {}
-    for r in range(cfg["rounds"]):
-        order = available if r % 2 == 0 else available[::-1]
-        for engine in order:
-            if engine in errors:
-                continue
-            if engine == "c":
-                args = ["c", "--binary", c_binary, "--seconds", cfg["c_seconds"]]
-            else:
-                args = ["demo", engine, "--steps", cfg["steps"][engine], "--warmup", cfg["warmup"]]
-            try:
-                res = run_worker(args, upstream_dir, engine)
-            except WorkerError as exc:
-                errors[engine] = str(exc)
-                log(f"  {engine}: FAILED: {exc}")
-                continue
-            results[engine].append(res)
-            log(f"  round {r + 1}/{cfg['rounds']}  {engine:14s} step {fmt_ns(res['ns']['step'])}")
-    return results, errors
-
-
-def scale_runs(cfg, upstream_dir):
-    """[(engine, shape, n, pooled reps {build, backward, free})]"""
-    jobs = [(e, s, n) for e in ("cython", "python") for n in cfg["scale_sizes"][e]
-            for s in ("chain", "wide")]
-    pooled = {}
-    errors = {}
-    for r in range(cfg["scale_rounds"]):
-        for engine, shape, n in (jobs if r % 2 == 0 else jobs[::-1]):
-            key = (engine, shape, n)
-            if key in errors:
-                continue
-            reps = cfg["scale_reps"][n]
-            try:
-                res = run_worker(["scale", engine, shape, n, "--reps", reps], upstream_dir, engine)
-            except WorkerError as exc:
-                errors[key] = str(exc)
-                log(f"  scale {key}: FAILED: {exc}")
-                continue
-            acc = pooled.setdefault(key, {"build": [], "backward": [], "free": []})
-            for ph in acc:
-                acc[ph] += res[ph + "_raw"]
-            log(f"  scale {engine:6s} {shape:5s} n={n:>8d}  build {res['build_ns_per_node']:.1f}"
-                f"  backward {res['backward_ns_per_node']:.1f}  free {res['free_ns_per_node']:.1f} ns/node")
-    rows = [(e, s, n, {ph: statistics.median(v) for ph, v in pooled[(e, s, n)].items()})
-            for (e, s, n) in jobs if (e, s, n) in pooled]
-    return rows, errors
-
-
-# ---------------------------------------------------------------------------------
-# Numbers.
-# ---------------------------------------------------------------------------------
 def med(xs):
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
-
-
-def demo_medians(results):
-    """{engine: {phase: median over rounds of the per-process medians}}"""
-    return {e: {ph: med([r["ns"][ph] for r in rs]) for ph in ("forward", "backward", "update", "free", "step")}
-            for e, rs in results.items() if rs}
-
-
-def paired_ratio(results, num, den, phase="step"):
-    """Median over rounds of num's time / den's time (the two ran in the same round)."""
-    a, b = results.get(num) or [], results.get(den) or []
-    ratios = [x["ns"][phase] / y["ns"][phase] for x, y in zip(a, b) if y["ns"][phase] > 0]
-    return med(ratios)
-
-
-def loss_check(results):
-    """Largest relative difference of each engine's losses from the compiled engine's."""
-    ref = (results.get("cython") or [None])[0]
-    out = {}
-    if ref is None:
-        return out
-    for e, rs in results.items():
-        if not rs:
-            continue
-        worst = 0.0
-        for a, b in zip(rs[0]["losses"], ref["losses"]):
-            if a is not None and b is not None:
-                worst = max(worst, abs(a - b) / max(abs(b), 1e-300))
-        out[e] = worst
-    return out
-
-
-def cell(text):
-    """Text safe inside a Markdown table cell."""
-    return str(text).replace("|", "/").replace("\n", " ")
 
 
 def fmt_ns(ns):
@@ -324,307 +70,460 @@ def fmt_ns(ns):
 def fmt_x(x):
     if x is None:
         return "–"
-    if x >= 100:
-        return f"{x:,.0f}×"
-    if x >= 10:
-        return f"{x:.1f}×"
-    if x >= 0.1:
-        return f"{x:.2f}×"
-    return f"{x:.2g}×"
+    return f"{x:,.0f}×" if x >= 100 else f"{x:.1f}×" if x >= 10 else f"{x:.2f}×" if x >= 0.1 else f"{x:.2g}×"
 
 
-def targets(results, scale_rows, memory, tape_scale, quick, node_pass=None):
-    """[(description, goal, measured text, met: True/False/None)]"""
-    med_ = demo_medians(results)
+def cell(text):
+    return str(text).replace("|", "/").replace("\n", " ")
+
+
+# ---------------------------------------------------------------------------------
+# Measuring.
+# ---------------------------------------------------------------------------------
+def build_c(name):
+    """Compile benchmarks/NAME.c into benchmarks/_work/; (binary or None, note)."""
+    cc = os.environ.get("CC", "cc")
+    if shutil.which(cc) is None:
+        return None, f"no C compiler ({cc})"
+    cmd = [cc, "-O2", str(HERE / f"{name}.c"), "-o", str(WORK / name)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode:
+        return None, f"`{' '.join(cmd)}` failed: {proc.stderr.strip()[:200]}"
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
+    return WORK / name, f"{(version.splitlines() or [cc])[0]}, `{cc} -O2`"
+
+
+def worker(*args, timeout=1800):
+    """Run workers.py with args in a fresh process; its JSON result."""
+    env = {k: v for k, v in os.environ.items() if k != "MICROGRAD_PURE_PYTHON"}
+    env.update(PYTHONHASHSEED="0", PYTHONDONTWRITEBYTECODE="1")
+    cmd = [sys.executable, str(HERE / "workers.py"), *map(str, args)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    if proc.returncode:
+        raise RuntimeError(f"`workers.py {' '.join(cmd[2:])}` exited {proc.returncode}: "
+                           + (proc.stderr.strip().splitlines() or ["no output"])[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def alternate(jobs, rounds, args_of, show):
+    """{job: [result per round, None where it failed]}, jobs in order A B C, then C B A;
+    errors: {job: message} (a job that fails is not run again)."""
+    out, errors = {j: [] for j in jobs}, {}
+    for r in range(rounds):
+        for job in (jobs if r % 2 == 0 else jobs[::-1]):
+            res = None
+            if job not in errors:
+                try:
+                    res = worker(*args_of(job))
+                    log(f"  round {r + 1}/{rounds} {show(job, res)}")
+                except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                    errors[job] = str(exc)
+                    log(f"  {job}: FAILED {exc}")
+            out[job].append(res)
+    return out, errors
+
+
+def measure(cfg, quick):
+    t_start, cpu0 = time.monotonic(), (psutil.cpu_times(), psutil.Process().cpu_times())
+    WORK.mkdir(parents=True, exist_ok=True)
+    skipped, notes = {}, []
+    up_dir, up_note = upstream.ensure_upstream(timeout=cfg["install_timeout"])
+    log(f"upstream: {up_note}")
+    if up_dir is None:
+        skipped["upstream"] = skipped["upstream-nogc"] = up_note
+    c_step, c_note = build_c("demo_step")
+    if c_step is None:
+        skipped["c"] = c_note
+    try:
+        import torch
+        torch_note = f"{torch.__version__} (1 thread)"
+    except ImportError:
+        skipped["torch"] = torch_note = "torch is not installed (`pip install torch`)"
+
+    log("demo step")
+    engines = [e for e in ENGINES if e not in skipped]
+    demo, errors = alternate(
+        engines, cfg["rounds"],
+        lambda e: ["c", c_step, "--seconds", cfg["c_seconds"]] if e == "c"
+        else ["demo", e, "--steps", cfg["steps"][e]],
+        lambda e, res: f"{e:14s} step {fmt_ns(res['ns']['step'])}")
+    for e, err in errors.items():
+        if any(demo[e]):
+            notes.append(f"{LABELS[e]}: a round failed ({err[:160]}); medians use the others")
+        else:
+            skipped[e] = f"failed: {err[:160]}"
+            del demo[e]
+
+    log("scaling")
+    jobs = [(e, s, n) for e, s, sizes in cfg["scale"] for n in sizes]
+    scale_runs, scale_errors = alternate(
+        jobs, cfg["scale_rounds"], lambda j: ["scale", *j, "--reps", cfg["reps"][j[2]]],
+        lambda j, res: f"scale {' '.join(map(str, j))}: backward "
+                       f"{statistics.median(res['backward']) / j[2]:.1f} ns/node")
+    scale = []
+    for (e, s, n), runs in scale_runs.items():
+        runs = [r for r in runs if r]
+        if runs:
+            row = {"engine": e, "shape": s, "n": n, "nodes": runs[0].get("nodes", n),
+                   "op_nodes": runs[0].get("op_nodes", n)}
+            for ph in ("build", "backward", "free", "tape_forward", "tape_backward"):
+                row[ph] = med([t / row["op_nodes"] for r in runs for t in r[ph]])
+            scale.append(row)
+    bare, pass_note = build_c("node_pass")
+    sizes = sorted({n for e, s, sizes in cfg["scale"] if s in ("chain", "wide", "dag") for n in sizes})
+    node_pass = {}
+    if bare is not None:
+        res = json.loads(subprocess.run([str(bare), "0.1" if quick else "0.5", *map(str, sizes)],
+                                        capture_output=True, text=True, check=True).stdout)
+        node_pass = {str(n): ns for n, ns in zip(res["sizes"], res["ns_per_node"])}
+
+    log("memory")
+    memory = {}
+    for e in ("cython", "tape", "python", "upstream"):
+        if e == "upstream" and up_dir is None:
+            memory[e] = {"error": "upstream not installed"}
+            continue
+        try:
+            memory[e] = worker("memory", e, cfg["memory_n"])
+            log(f"  memory {e:8s} {memory[e]['bytes_per_node']:.1f} bytes/node")
+        except RuntimeError as exc:
+            memory[e] = {"error": str(exc)}
+
+    ref = next(r for e in ("cython", "python") for r in demo.get(e, []) if r) if demo else {}
+    busy, own = psutil.cpu_times(), psutil.Process().cpu_times()
+    others = (sum(busy) - busy.idle - sum(cpu0[0]) + cpu0[0].idle) - (sum(own) - sum(cpu0[1]))
+    return {
+        "command": "python benchmarks/run.py" + (" --quick" if quick else ""),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(), "python": sys.version.split()[0], "python_executable": sys.executable,
+        "gc_threshold": ref.get("gc_threshold"), "git": git_describe(),
+        "mode": mode_text(cfg, quick), "upstream": up_note, "torch": torch_note, "c": c_note,
+        "other_cpu": max(0.0, others / (time.monotonic() - t_start)),
+        "demo": demo, "skipped": skipped, "notes": notes, "scale": scale,
+        "scale_errors": {" ".join(map(str, j)): err for j, err in scale_errors.items()},
+        "node_pass": node_pass, "node_pass_note": pass_note, "memory": memory,
+        "elapsed": time.monotonic() - t_start,
+    }
+
+
+def machine():
+    """pyperf's metadata of this machine, and psutil's memory total."""
+    import pyperf
+    meta = pyperf.Run([1.0], metadata={"name": "machine"}).get_metadata()
+    return {"cpu": meta.get("cpu_model_name", "?"), "cores": meta.get("cpu_count"),
+            "platform": meta.get("platform"), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1)}
+
+
+def git_describe():
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], cwd=REPO,
+                               capture_output=True, text=True).stdout.strip()
+        return head + (" + uncommitted changes in src/" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def mode_text(cfg, quick):
+    return (("--quick: " if quick else "full: ") + f"{cfg['rounds']} rounds; per process 1 warm-up "
+            "step then " + ", ".join(f"{e} {n}" for e, n in cfg["steps"].items())
+            + f" timed steps; C {cfg['c_seconds']} s in-process")
+
+
+def pyperf_suite(R, path):
+    """The demo rows as a pyperf suite (one run per process, values in seconds of CPU), so
+    `python -m pyperf compare_to old.json new.json` compares two runs."""
+    import pyperf
+    benches = []
+    for e, rounds in R["demo"].items():
+        runs = [pyperf.Run([t / 1e9 for t in r.get("raw_step_ns") or [r["ns"]["step"]]],
+                           metadata={"name": e, "unit": "second", "loops": 1,
+                                     "timer": "process CPU time"}, collect_metadata=False)
+                for r in rounds if r]
+        benches.append(pyperf.Benchmark(runs))
+    pyperf.BenchmarkSuite(benches).dump(str(path), replace=True)
+
+
+# ---------------------------------------------------------------------------------
+# Numbers and targets, from one results dict R (benchmarks/_work/results*.json).
+# ---------------------------------------------------------------------------------
+def medians(R):
+    """{engine: {phase: median over rounds of the per-process medians}}"""
+    return {e: {ph: med([r["ns"][ph] for r in rs if r]) for ph in PHASES} for e, rs in R["demo"].items()}
+
+
+def paired_ratio(R, num, den, phase="step"):
+    """Median over rounds of num's time / den's time, the two measured in the same round."""
+    pairs = zip(R["demo"].get(num, []), R["demo"].get(den, []))
+    return med([a["ns"][phase] / b["ns"][phase] for a, b in pairs if a and b and b["ns"][phase] > 0])
+
+
+def ratio(num, den, phase="step"):
+    def compute(R):
+        r, m = paired_ratio(R, num, den, phase), medians(R)
+        return r, r and f"{fmt_x(r)} ({fmt_ns(m[num][phase])} vs {fmt_ns(m[den][phase])})"
+    return compute
+
+
+def bytes_per_node(R):
+    m = R["memory"].get("cython", {})
+    b = m.get("bytes_per_node")
+    return b, b and f"{b:.1f} bytes of RSS per node (chain of {m['n']:.0e}; the node object is {m['getsizeof']} bytes)"
+
+
+def scale_row(R, engine, shape, n):
+    return next((r for r in R["scale"] if (r["engine"], r["shape"], r["n"]) == (engine, shape, n)), None)
+
+
+def tape_ns(R):
+    t, dot = scale_row(R, "cython", "mlp", E6), scale_row(R, "cython", "dot", E6)
+    if t is None:
+        return None, None
+    fb = (t["tape_forward"] + t["tape_backward"]) * t["op_nodes"] / t["nodes"]
+    text = f"{fb:.2f} ns per node on the training-shaped graph ({t['nodes']:,} nodes)"
+    if dot:
+        text += f"; {(dot['tape_forward'] + dot['tape_backward']) * dot['op_nodes'] / dot['nodes']:.2f} on the dot product"
+    return fb, text
+
+
+def tape_vs_pass(R):
+    rows = [(r["n"], pass_ratio(R, r, "tape")) for r in R["scale"]
+            if r["engine"] == "cython" and r["shape"] == "dag" and r["n"] >= E4]
+    rows = [(n, x) for n, x in rows if x is not None]
+    if not rows:
+        return None, None
+    worst = max(x for _, x in rows)
+    return worst, f"worst {fmt_x(worst)} (" + ", ".join(f"{x:.2f}× at {n:.0e}" for n, x in rows) + ")"
+
+
+def pass_ratio(R, row, what):
+    """Engine's backward (or Tape forward+backward) per node ÷ the bare C pass at the same n."""
+    bare = R["node_pass"].get(str(row["n"]))
+    t = row["backward"] if what == "backward" else (row["tape_forward"] or 0) + (row["tape_backward"] or 0)
+    return t / bare if bare and t else None
+
+
+TARGETS = [  # (key, description, (comparison, threshold, unit), how it is computed)
+    ("step_upstream", "Demo step vs upstream (default GC)", (">=", 150, "× faster"), ratio("upstream", "cython")),
+    ("step_upstream_nogc", "Demo step vs upstream with gc.disable()", (">=", 30, "× faster"),
+     ratio("upstream-nogc", "cython")),
+    ("backward_upstream", "Backward alone vs upstream's backward", (">=", 300, "× faster"),
+     ratio("upstream", "cython", "backward")),
+    ("bytes_per_node", "Memory per node (compiled)", ("<=", 64, " bytes"), bytes_per_node),
+    ("step_torch", "Demo step vs PyTorch scalar autograd", (">=", 75, "× faster"), ratio("torch", "cython")),
+    ("tape_upstream", "Tape replay step vs upstream's eager step", (">=", 3000, "× faster"), ratio("upstream", "tape")),
+    ("tape_ns", "Tape forward+backward at 1e6 nodes", ("<=", 5, " ns per node"), tape_ns),
+    ("tape_vs_pass", "Tape forward+backward vs the bare C pass, random DAG, 1e4 nodes up", ("<=", 1.5, "×"),
+     tape_vs_pass),
+]
+
+
+def targets(R):
+    """[(key, description, goal, measured text, met: True/False/None)]"""
     out = []
-
-    def ratio_target(key, num, den, phase, goal):
-        r = paired_ratio(results, num, den, phase)
-        if r is None:
-            missing = [e for e in (num, den) if not results.get(e)]
-            return f"not measured ({', '.join(missing)} missing)", None
-        return f"{fmt_x(r)} ({fmt_ns(med_[num][phase])} vs {fmt_ns(med_[den][phase])})", r >= goal
-
-    for key, desc, goal in TARGETS:
-        if key == "step_upstream":
-            text, met = ratio_target(key, "upstream", "cython", "step", 150)
-        elif key == "step_upstream_nogc":
-            text, met = ratio_target(key, "upstream-nogc", "cython", "step", 30)
-        elif key == "backward_upstream":
-            text, met = ratio_target(key, "upstream", "cython", "backward", 300)
-        elif key == "step_torch":
-            text, met = ratio_target(key, "torch", "cython", "step", 75)
-        elif key == "tape_upstream":
-            text, met = ratio_target(key, "upstream", "tape", "step", 3000)
-        elif key == "bytes_per_node":
-            m = memory.get("cython")
-            if m is None:
-                text, met = "not measured", None
-            else:
-                text = (f"{m['bytes_per_node']:.1f} bytes of RSS per node (chain of {m['n']:.0e} nodes; "
-                        f"the node object is {m.get('getsizeof', '?')} bytes)")
-                met = m["bytes_per_node"] <= 64
-        elif key == "flat":
-            cy = {(s, n): v for e, s, n, v in scale_rows if e == "cython"}
-            sizes = sorted({n for (_, n) in cy})
-            lo, hi = 10**4, max(sizes) if sizes else None
-            if hi is None or hi <= lo or (("chain", lo) not in cy):
-                text, met = "not measured", None
-            else:
-                worst, parts = 0.0, []
-                for shape in ("chain", "wide"):
-                    for ph in ("build", "backward"):
-                        a, b = cy[(shape, lo)][ph], cy[(shape, hi)][ph]
-                        ratio = max(a, b) / min(a, b)
-                        worst = max(worst, ratio)
-                        parts.append(f"{shape} {ph} {a:.0f}→{b:.0f}")
-                text = f"worst {worst:.2f}× between 1e4 and {hi:.0e} ({'; '.join(parts)} ns/node)"
-                if node_pass and lo in node_pass and hi in node_pass:
-                    text += (f"; a bare C pass over as many 56-byte nodes: {node_pass[lo]:.1f}→"
-                             f"{node_pass[hi]:.1f} ({node_pass[hi] / node_pass[lo]:.1f}×)")
-                met = worst <= 1.5
-                if hi < 10**7:
-                    text += f"; only up to {hi:.0e} in {'--quick' if quick else 'this run'}"
-                    desc = desc.replace("1e7", f"{hi:.0e}")
-        elif key == "tape_ns":
-            t = tape_scale.get(("mlp", 10**6))
-            dot = tape_scale.get(("dot", 10**6))
-            if t is None:
-                text, met = "not measured", None
-            else:
-                text = (f"{t['fb_ns_per_node']:.1f} ns per node on the training-shaped graph "
-                        f"(the demo's loss over more samples, {t['nodes']:,} nodes)")
-                if dot is not None:
-                    text += (f"; {dot['fb_ns_per_node']:.1f} on a dot product whose nodes are "
-                             "half leaves (each leaf is a Value read and written per replay)")
-                met = t["fb_ns_per_node"] <= 5
-                c, tp = med_.get("c"), (results.get("tape") or [None])[0]
-                if c is not None and tp is not None:
-                    text += (f"; C limit: {c['step'] / tp['tape_nodes']:.2f} ns per demo-graph node"
-                             f" ({fmt_ns(c['step'])} per step / {tp['tape_nodes']:,} nodes)")
-        out.append((desc, goal, text, met))
+    for key, desc, (op, limit, unit), compute in TARGETS:
+        value, text = compute(R)
+        met = None if value is None else value >= limit if op == ">=" else value <= limit
+        out.append((key, desc, f"{'≥' if op == '>=' else '≤'} {limit:g}{unit}", text or "not measured", met))
     return out
 
 
 # ---------------------------------------------------------------------------------
-# Output.
+# Markdown: RESULTS.md (everything), README.md (targets and demo), docs/porting.md (staircase).
 # ---------------------------------------------------------------------------------
-def markdown(ctx):
-    L = []
-    cfg, results, env = ctx["cfg"], ctx["results"], ctx["env"]
-    med_ = demo_medians(results)
-    checks = loss_check(results)
-    L.append("## Results")
-    L.append("")
-    L.append(f"Written by `{ctx['command']}` on {env['date']}; everything between the "
-             "`results` markers is rewritten on every run.")
-    L.append("")
-    L.append("| | |")
-    L.append("|---|---|")
-    m = env["machine"]
-    L.append(f"| Machine | {m['cpu']}, {m['cores']} cores"
-             + (f", {m['memory_gib']} GiB" if "memory_gib" in m else "") + f" ({m['platform']}) |")
-    if env.get("pagefault"):
-        L.append(f"| First touch of fresh memory | {env['pagefault']} |")
-    if env.get("node_pass"):
-        L.append(f"| One bare pass over 56-byte nodes (C) | {env['node_pass']} |")
-    if env.get("other_cpu") is not None:
-        L.append(f"| Other processes during the run | {env['other_cpu']:.2f} cores busy on average "
-                 "(CPU time of the whole machine minus this run's; 0 on a quiet machine) |")
-    L.append(f"| Python | {env['python']} |")
-    L.append(f"| GC | {env['gc']} |")
-    L.append(f"| Mode | {ctx['mode']} |")
-    L.append(f"| micrograd-compiled | {env['git']} |")
-    L.append(f"| Upstream | {cell(env['upstream'])} |")
-    L.append(f"| PyTorch | {cell(env['torch'])} |")
-    L.append(f"| C compiler | {env['c']} |")
-    L.append("")
-    if ctx["notes"]:
-        for n in ctx["notes"]:
-            L.append(f"- **Note:** {cell(n)}")
-        L.append("")
+def table(header, rows):
+    aligns = ["---" if h.startswith("<") else "---:" for h in header]
+    return "\n".join([f"| {' | '.join(h.lstrip('<') for h in header)} |", f"|{'|'.join(aligns)}|"]
+                     + [f"| {' | '.join(map(str, r))} |" for r in rows]) + "\n"
 
-    L.append("### Targets")
-    L.append("")
-    L.append("| Target | Goal | Measured (medians) | Met |")
-    L.append("|---|---|---|---|")
-    for desc, goal, text, met in ctx["targets"]:
-        L.append(f"| {desc} | {goal} | {cell(text)} | {'yes' if met else 'no' if met is False else 'n/a'} |")
-    L.append("")
 
-    L.append("### Moons demo step")
-    L.append("")
-    L.append("100 samples, MLP(2, [16, 16, 1]), SVM loss + 1e-4 L2, full batch, SGD. Median time "
-             "per phase (each process: median of its timed steps after 1 warm-up step; then the "
-             "median over rounds). Ratios are medians of per-round ratios.")
-    L.append("")
-    L.append("| Engine | forward | backward | update | free | step | step ÷ compiled step "
-             "| speedup vs upstream | rounds × steps | losses vs compiled |")
-    L.append("|---|---:|---:|---:|---:|---:|---:|---:|---|---|")
+def gc_text(R):
+    return (f"default (enabled, thresholds {tuple(R['gc_threshold'] or ())}) in every process, "
+            "except the row \"upstream 0.1.0, gc.disable()\"")
+
+
+def md_head(R):
+    m = R["machine"]
+    rows = [("Machine", f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB ({m['platform']})"),
+            ("Other processes during the run", f"{R['other_cpu']:.2f} cores busy on average (0 on a quiet machine)"),
+            ("Python", f"{R['python']} ({R['python_executable']})"), ("GC", gc_text(R)),
+            ("Clock", "process CPU time (`time.process_time_ns`; `CLOCK_PROCESS_CPUTIME_ID` in C)"),
+            ("Mode", R["mode"]), ("micrograd-compiled", R["git"]), ("Upstream", R["upstream"]),
+            ("PyTorch", R["torch"]), ("C compiler", R["c"])]
+    return (f"Written by `{R['command']}` on {R['date']}; everything between the `results` markers "
+            "is rewritten on every run.\n\n" + table(["<", "<"], [(a, cell(b)) for a, b in rows])
+            + "".join(f"\n- **Note:** {cell(n)}" for n in R["notes"]))
+
+
+def md_targets(R):
+    return table(["<Target", "<Goal", "<Measured (medians)", "<Met"],
+                 [(d, g, cell(t), {True: "yes", False: "no"}.get(met, "n/a")) for _, d, g, t, met in targets(R)])
+
+
+def md_demo(R):
+    m, rows = medians(R), []
+    ref = next((r for r in R["demo"].get("cython", []) if r), None)
     for e in ENGINES:
-        if e in ctx["skipped"]:
-            L.append(f"| {LABELS[e]} | skipped: {cell(ctx['skipped'][e])} | | | | | | | | |")
-            continue
-        if e not in med_:
-            continue
-        d = med_[e]
-        rs = results[e]
-        if e == "c":
-            steps = f"{len(rs)} × {rs[0]['iters_per_batch'] * rs[0]['batches']:,}"
-        else:
-            steps = f"{len(rs)} × {rs[0]['steps']}"
-        vs_c = paired_ratio(results, e, "cython")
-        vs_up = paired_ratio(results, "upstream", e)
-        chk = checks.get(e)
-        chk = "–" if chk is None else ("identical" if chk == 0 else f"max rel. diff {chk:.1e}")
-        free = "–" if e in ("c", "tape") else fmt_ns(d["free"])
-        L.append(f"| {LABELS[e]} | {fmt_ns(d['forward'])} | {fmt_ns(d['backward'])} | "
-                 f"{fmt_ns(d['update'])} | {free} | **{fmt_ns(d['step'])}** | {fmt_x(vs_c)} | "
-                 f"{fmt_x(vs_up)} | {steps} | {chk} |")
-    L.append("")
-    if results.get("tape"):
-        L.append(f"The demo's graph has {results['tape'][0]['tape_nodes']:,} nodes (the length of its Tape).")
-        L.append("")
-
-    L.append("### Scaling: ns per node")
-    L.append("")
-    L.append("`chain`: `z = z * y`, n times (depth n). `wide`: `z = z + x` over n prebuilt leaves. "
-             "Build, backward and free of the n op nodes, divided by n; median of the repetitions "
-             "after a warm-up repetition" + (", pooled over rounds" if cfg["scale_rounds"] > 1 else "") + ".")
-    L.append("")
-    L.append("| Engine | graph | nodes | build | backward | free |")
-    L.append("|---|---|---:|---:|---:|---:|")
-    for e, s, n, v in ctx["scale_rows"]:
-        L.append(f"| {LABELS[e]} | {s} | {n:.0e} | {v['build']:.1f} | {v['backward']:.1f} | {v['free']:.1f} |")
-    for key, err in ctx["scale_errors"].items():
-        L.append(f"| {LABELS[key[0]]} | {key[1]} | {key[2]:.0e} | failed: {cell(err[:200])} | | |")
-    L.append("")
-
-    L.append("### Memory: bytes per node")
-    L.append("")
-    L.append("Growth of the process's resident memory (`/proc/self/statm`) while building a chain "
-             "`z = z * y`, divided by the number of nodes.")
-    L.append("")
-    L.append("| Engine | nodes | bytes per node | `sys.getsizeof(node)` |")
-    L.append("|---|---:|---:|---:|")
-    for e in ("cython", "python", "upstream"):
-        mm = ctx["memory"].get(e)
-        if mm is not None:
-            size = mm.get("getsizeof", "?")
-            if e == "upstream":
-                size = f"{size} (+ its `__dict__`, `_prev` set, `_backward` closure and cells)"
-            L.append(f"| {LABELS[e]} | {mm['n']:.0e} | {mm['bytes_per_node']:.1f} | {size} |")
-        elif e in ctx["memory_errors"]:
-            L.append(f"| {LABELS[e]} | | {cell(ctx['memory_errors'][e][:200])} | |")
-    L.append("")
-
-    L.append("### Tape replay: ns per node")
-    L.append("")
-    L.append("Two graphs, each recorded once: **mlp**, the demo's loss over enough moons samples "
-             "to reach the size (training-shaped: parameters and inputs are few, ops are most "
-             "nodes); **dot**, a dot product `z = z + a_i * b_i` of fresh leaves (half the nodes "
-             "are leaves, and every leaf is a Value whose data is read and grad written on every "
-             "replay). Time of `tape.forward()` + `tape.backward()` divided by the Tape's length "
-             "(leaves included), median of repetitions after a warm-up.")
-    L.append("")
-    L.append("| graph | nodes | forward | backward | forward+backward | per op node |")
-    L.append("|---|---:|---:|---:|---:|---:|")
-    for (shape, n), t in sorted(ctx["tape_scale"].items()):
-        L.append(f"| {shape} | {t['nodes']:,} | {t['forward_ns_per_node']:.2f} | "
-                 f"{t['backward_ns_per_node']:.2f} | {t['fb_ns_per_node']:.2f} | "
-                 f"{t['fb_ns_per_op_node']:.2f} |")
-    L.append("")
-    L.append(f"Total run time: {ctx['elapsed']:.0f} s.")
-    return "\n".join(L)
+        if e in R["skipped"]:
+            rows.append([LABELS[e], f"skipped: {cell(R['skipped'][e])}"] + [""] * 8)
+        elif e in m:
+            rs = [r for r in R["demo"][e] if r]
+            diff = max((abs(a - b) / max(abs(b), 1e-300) for a, b in zip(rs[0]["losses"], ref["losses"])),
+                       default=None) if ref else None
+            d = m[e]
+            rows.append([LABELS[e], *(fmt_ns(d[ph]) for ph in PHASES[:3]),
+                         "–" if e in ("c", "tape") else fmt_ns(d["free"]), f"**{fmt_ns(d['step'])}**",
+                         fmt_x(paired_ratio(R, e, "cython")), fmt_x(paired_ratio(R, "upstream", e)),
+                         f"{len(rs)} × {rs[0]['steps']:,}",
+                         "–" if diff is None else "identical" if diff == 0 else f"max rel. diff {diff:.1e}"])
+    tape = next((r for r in R["demo"].get("tape", []) if r), None)
+    return ("100 samples, MLP(2, [16, 16, 1]), SVM loss + 1e-4 L2, full batch, SGD. Median CPU time per "
+            "phase (each process: median of its timed steps after 1 warm-up step; then the median over "
+            "rounds). Ratios are medians of per-round ratios.\n\n"
+            + table(["<Engine", "forward", "backward", "update", "free", "step", "step ÷ compiled step",
+                     "speedup vs upstream", "<rounds × steps", "<losses vs compiled"], rows)
+            + (f"\nThe demo's graph has {tape['tape_nodes']:,} nodes (the length of its Tape).\n" if tape else ""))
 
 
-def write_results(path, section):
-    """Rewrite the marked section of path, keeping everything around it."""
-    block = f"{START}\n{section}\n{END}"
-    if path.exists():
-        text = path.read_text()
-        if START in text and END in text and text.index(START) < text.index(END):
-            new = text[:text.index(START)] + block + text[text.index(END) + len(END):]
-        else:
-            new = text.rstrip("\n") + "\n\n" + block + "\n"
+def md_scale(R):
+    rows = []
+    for r in R["scale"]:
+        if r["shape"] in ("chain", "wide", "dag"):
+            bare = R["node_pass"].get(str(r["n"]))
+            tape = r["tape_forward"] and r["tape_forward"] + r["tape_backward"]
+            rows.append([LABELS[r["engine"]], r["shape"], f"{r['n']:.0e}", *(f"{r[ph]:.1f}" for ph in
+                         ("build", "backward", "free")), f"{tape:.1f}" if tape else "–",
+                         f"{bare:.2f}" if bare else "–", fmt_x(pass_ratio(R, r, "backward")),
+                         fmt_x(pass_ratio(R, r, "tape"))])
+    rows += [[err[:200], "", "", "", "", "", "", "", "", ""] for err in R["scale_errors"].values()]
+    return ("`chain`: `z = z * y`, n times (depth n). `wide`: `z = z + x` over n prebuilt leaves. `dag`: "
+            "a spine `z = (z + r) * 0.5` where r is a random earlier spine node. ns per op node, median "
+            "over repetitions after a warm-up one: build, `z.backward()`, `del z`, and the compiled "
+            "graph's `Tape` forward+backward. **bare C pass**: `node_pass.c`, one pass over n 56-byte "
+            "nodes newest first with no graph logic; the last columns divide by it.\n\n"
+            + table(["<Engine", "<graph", "nodes", "build", "backward", "free", "Tape fwd+bwd",
+                     "bare C pass", "backward ÷ pass", "Tape ÷ pass"], rows))
+
+
+def md_memory(R):
+    rows = []
+    for e in ("cython", "tape", "python", "upstream"):
+        mm = R["memory"].get(e, {})
+        if "error" in mm:
+            rows.append([LABELS[e], "", cell(mm["error"][:200]), ""])
+        elif mm:
+            size = "–" if e == "tape" else mm["getsizeof"]
+            what = f"+ {mm['bytes_per_node']:.1f} (its arrays)" if e == "tape" else f"{mm['bytes_per_node']:.1f}"
+            rows.append([LABELS[e], f"{mm['n']:.0e}", what, size])
+    return ("Growth of the process's resident memory (psutil) while building a chain `z = z * y`, "
+            "divided by its nodes; for the Tape, the growth when that chain is recorded.\n\n"
+            + table(["<Engine", "nodes", "bytes per node", "`sys.getsizeof(node)`"], rows))
+
+
+def md_tape(R):
+    rows = []
+    for r in sorted(R["scale"], key=lambda r: (r["shape"], r["n"])):
+        if r["shape"] in ("mlp", "dot") and r["tape_forward"] is not None:
+            k = r["op_nodes"] / r["nodes"]
+            fwd, bwd = r["tape_forward"] * k, r["tape_backward"] * k
+            rows.append([r["shape"], f"{r['nodes']:,}", f"{fwd:.2f}", f"{bwd:.2f}", f"{fwd + bwd:.2f}",
+                         f"{r['tape_forward'] + r['tape_backward']:.2f}"])
+    return ("**mlp**: the demo's loss over enough moons samples (training-shaped: ops are most nodes); "
+            "**dot**: `z = z + a_i * b_i` over fresh leaves (half the nodes are leaves, each read and "
+            "written per replay). CPU time of `tape.forward()` and `tape.backward()` per node of the "
+            "Tape (leaves included), median of replays after a warm-up one.\n\n"
+            + table(["<graph", "nodes", "forward", "backward", "forward+backward", "per op node"], rows))
+
+
+def md_results(R):
+    parts = [("Targets", md_targets), ("Moons demo step", md_demo), ("Scaling: ns per node", md_scale),
+             ("Memory: bytes per node", md_memory), ("Tape replay: ns per node", md_tape)]
+    return ("## Results\n\n" + md_head(R) + "\n" + "".join(f"\n### {h}\n\n{f(R)}" for h, f in parts)
+            + f"\nTotal run time: {R['elapsed']:.0f} s.")
+
+
+def md_readme(R):
+    return (f"From `{R['command']}` on {R['date']}: {R['machine']['cpu']}, {R['machine']['cores']} cores, "
+            f"Python {R['python']}, GC default; process CPU time, medians.\n\n"
+            f"#### Targets\n\n{md_targets(R)}\n#### Moons demo step\n\n{md_demo(R)}")
+
+
+def md_staircase(R):
+    m, mem = medians(R), R["memory"]
+
+    def rss(e, suffix=""):
+        b = mem.get(e, {}).get("bytes_per_node")
+        return "–" if b is None else f"{b:.0f} B{suffix}"
+
+    steps = [("0", "upstream", "upstream 0.1.0 (default GC)", rss("upstream")),
+             ("0′", "upstream-nogc", "upstream, `gc.disable()`", rss("upstream", ", never freed")),
+             ("1", "python", "the twin (Python)", rss("python")),
+             ("2", "cython", "compiled, eager", rss("cython")),
+             ("3", "tape", "compiled, Tape replay", "+ " + rss("tape", " (Tape arrays)")),
+             ("–", "c", "hand-written C, no graph", "–")]
+    rows = [[k, name, f"**{fmt_ns(m[e]['step'])}**", *(fmt_ns(m[e][ph]) for ph in ("forward", "backward")),
+             "–" if e in ("tape", "c") else fmt_ns(m[e]["free"]), fmt_x(paired_ratio(R, "upstream", e)), size]
+            for k, e, name, size in steps if e in m]
+    return (table(["<", "<engine", "step", "forward", "backward", "free", "vs upstream", "RSS / node"], rows)
+            + f"\nPython {R['python']}, GC {gc_text(R)}; {R['date']}, commit {R['git']}; `{R['command']}`. "
+            "Times are medians of process CPU time; \"vs upstream\" is the median of per-round ratios; "
+            "RSS per node is for a chain of "
+            f"{mem.get('cython', {}).get('n', 0):.0e} nodes.")
+
+
+def write_block(path, name, text, create=False):
+    """Replace what lies between <!-- results[:name]:start/end --> in path; False if the markers
+    are missing (with create, append the block, or make the file)."""
+    tag = f"results:{name}" if name else "results"
+    start, end = f"<!-- {tag}:start -->", f"<!-- {tag}:end -->"
+    old = path.read_text() if path.exists() else ""
+    block = f"{start}\n{text.strip()}\n{end}"
+    if start in old and end in old and old.index(start) < old.index(end):
+        new = old[:old.index(start)] + block + old[old.index(end) + len(end):]
+    elif create:
+        new = (old.rstrip("\n") + "\n\n" if old else "# Benchmark results\n\n") + block + "\n"
     else:
-        new = ("# Benchmark results\n\n"
-               "How to run and what each row means: [README.md](README.md).\n\n"
-               f"{block}\n\n## Notes\n\nHand-written notes below the results section survive reruns.\n")
+        return False
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(new)
+    return True
 
 
-README_START = "<!-- results:readme:start -->"
-README_END = "<!-- results:readme:end -->"
-
-
-def write_readme(path, section, ctx):
-    """Put this run's machine line, targets and demo table into the README's marked block."""
-    parts = section.split("\n### ")
-    keep = [p for p in parts[1:] if p.startswith(("Targets", "Moons demo step"))]
-    env = ctx["env"]
-    head = (f"From `{ctx['command']}` on {env['date']}: {env['machine']['cpu']}, "
-            f"{env['machine']['cores']} cores, Python {env['python'].split()[0]}, "
-            f"GC {'default' if 'default' in env['gc'] else env['gc']}.")
-    block = README_START + "\n" + head + "\n\n" + "\n".join("#### " + p.strip() + "\n" for p in keep) + README_END
-    text = path.read_text()
-    if README_START in text and README_END in text:
-        text = text[:text.index(README_START)] + block + text[text.index(README_END) + len(README_END):]
-    else:
-        raise SystemExit(f"{path} has no {README_START} ... {README_END} block")
-    path.write_text(text)
-
-
-def chart(path, ctx):
+def chart(R, path):
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         return "matplotlib is not installed: no chart written"
-    results = ctx["results"]
-    rows = [(LABELS[e], paired_ratio(results, "upstream", e)) for e in ENGINES
-            if results.get(e) and results.get("upstream")]
-    rows = [(lab, r) for lab, r in rows if r is not None]
-    fig, axes = plt.subplots(1, 2, figsize=(15, 4.8), gridspec_kw={"width_ratios": [1.1, 1]})
-    ax = axes[0]
-    if rows:
-        labs, vals = zip(*rows)
-        ypos = range(len(rows))
-        ax.barh(ypos, vals, color=["#d62728" if "upstream" in lab else "#1f77b4" for lab in labs])
-        ax.set_yticks(list(ypos))
-        ax.set_yticklabels(labs)
-        ax.invert_yaxis()
-        ax.set_xscale("log")
-        for y, v in zip(ypos, vals):
-            ax.text(v, y, f" {fmt_x(v)}", va="center", fontsize=8)
-        ax.set_xlabel("demo step: speedup over upstream micrograd 0.1.0 (median, log scale)")
-        ax.set_xlim(right=max(vals) * 20)
-    else:
-        ax.text(0.5, 0.5, "upstream not measured", ha="center", transform=ax.transAxes)
-    ax = axes[1]
-    colors = {("cython", "chain"): "#1f77b4", ("cython", "wide"): "#2ca02c",
-              ("python", "chain"): "#9467bd", ("python", "wide"): "#8c564b"}
-    for (eng, shape), color in colors.items():
-        pts = sorted((n, v) for e, s, n, v in ctx["scale_rows"] if e == eng and s == shape)
-        if not pts:
-            continue
-        ns = [p[0] for p in pts]
-        name = "compiled" if eng == "cython" else "twin"
-        marker = "o" if eng == "cython" else "s"
-        ax.plot(ns, [p[1]["build"] for p in pts], "-", marker=marker, color=color,
-                label=f"{name} {shape}: build")
-        ax.plot(ns, [p[1]["backward"] for p in pts], ":", marker=marker, color=color,
-                mfc="none", label=f"{name} {shape}: backward")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("nodes")
-    ax.set_ylabel("ns per node (median)")
-    ax.set_title("scaling: ns per node (build solid, backward dotted)", fontsize=10)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.suptitle(f"micrograd, compiled — {ctx['env']['machine']['cpu']}, Python "
-                 f"{ctx['env']['python'].split()[0]}, {ctx['env']['date']}", fontsize=9)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(15, 4.8), gridspec_kw={"width_ratios": [1.1, 1]})
+    bars = [(LABELS[e], paired_ratio(R, "upstream", e)) for e in ENGINES if e in R["demo"]]
+    bars = [(lab, r) for lab, r in bars if r]
+    if bars:
+        labs, vals = zip(*bars)
+        left.barh(range(len(bars)), vals, color=["#d62728" if "upstream" in b else "#1f77b4" for b in labs])
+        left.set_yticks(range(len(bars)), labs)
+        left.invert_yaxis()
+        left.set_xscale("log")
+        left.set_xlim(right=max(vals) * 20)
+        for y, v in enumerate(vals):
+            left.text(v, y, f" {fmt_x(v)}", va="center", fontsize=8)
+    left.set_xlabel("demo step: speedup over upstream micrograd 0.1.0 (median, log scale)")
+    for (e, s), color in {("cython", "chain"): "#1f77b4", ("cython", "dag"): "#2ca02c",
+                          ("cython", "wide"): "#17becf", ("python", "chain"): "#9467bd"}.items():
+        pts = sorted((r["n"], r) for r in R["scale"] if (r["engine"], r["shape"]) == (e, s))
+        ns = [n for n, _ in pts]
+        right.plot(ns, [r["backward"] for _, r in pts], "-o", color=color, label=f"{LABELS[e]} {s}: backward")
+        if e == "cython":
+            right.plot(ns, [r["tape_forward"] + r["tape_backward"] for _, r in pts], ":s", color=color,
+                       mfc="none", label=f"Tape {s}: forward+backward")
+    bare = sorted((int(n), v) for n, v in R["node_pass"].items())
+    if bare:
+        right.plot(*zip(*bare), "--k", label="bare C pass")
+    right.set(xscale="log", yscale="log", xlabel="op nodes", ylabel="ns per node (median CPU time)")
+    right.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.suptitle(f"micrograd, compiled — {R['machine']['cpu']}, Python {R['python']}, {R['date']}", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -632,160 +531,46 @@ def chart(path, ctx):
     return f"chart written to {path}"
 
 
-# ---------------------------------------------------------------------------------
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="a run of seconds: fewer rounds, smaller graphs")
-    p.add_argument("--out", type=Path, default=HERE / "RESULTS.md", help="Markdown file to update")
-    p.add_argument("--chart", type=Path, default=HERE / "ratios.png", help="PNG chart to write")
-    p.add_argument("--readme", type=Path, default=None,
-                   help="README whose results block to update (default: the project's README "
-                        "for a full run, none for --quick)")
-    p.add_argument("--work", type=Path, default=HERE / "_work",
-                   help="scratch folder: upstream install, C binary, raw JSON (default benchmarks/_work)")
+    p.add_argument("--quick", action="store_true", help="fewer rounds, smaller graphs; writes only "
+                   "under benchmarks/_work/ unless an output is named")
+    p.add_argument("--from", dest="source", type=Path, help="render this results JSON, measure nothing")
+    p.add_argument("--out", type=Path, help="Markdown file whose results block to rewrite "
+                   "(default: benchmarks/RESULTS.md, or benchmarks/_work/RESULTS-quick.md with --quick)")
+    p.add_argument("--chart", type=Path, help="PNG chart (default: benchmarks/ratios.png, "
+                   "or benchmarks/_work/ratios-quick.png with --quick)")
+    p.add_argument("--readme", type=Path, help="README whose results:readme block to rewrite "
+                   "(default: README.md in a full run, none with --quick)")
+    p.add_argument("--porting", type=Path, help="file whose results:porting block to rewrite "
+                   "(default: docs/porting.md in a full run, if it has the markers)")
     p.add_argument("--rounds", type=int, help="override the number of demo rounds")
     args = p.parse_args(argv)
-    t_start = time.monotonic()
-    cfg = dict(QUICK if args.quick else FULL)
-    if args.rounds:
-        cfg["rounds"] = args.rounds
-    work = args.work.resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    notes, skipped = [], {}
-
-    # -- setup --------------------------------------------------------------------------
-    upstream_dir, up_note = ensure_upstream(work, cfg["install_timeout"])
-    log(f"upstream: {up_note}")
-    if upstream_dir is None:
-        notes.append(up_note)
-        skipped["upstream"] = skipped["upstream-nogc"] = "upstream micrograd 0.1.0 could not be installed"
-    c_binary, c_note = build_c(work)
-    log(f"C: {c_note}")
-    if c_binary is None:
-        skipped["c"] = c_note
-    import importlib.util
-    torch_spec = importlib.util.find_spec("torch")
-    if torch_spec is None:
-        skipped["torch"] = "torch is not installed (`pip install torch`)"
-        torch_note = "not installed: its row is skipped"
+    suffix = "-quick" if args.quick else ""
+    if args.source:
+        R = json.loads(args.source.read_text())
     else:
-        torch_note = None  # filled from the worker's report
-    env = {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine_info(),
-        "python": f"{platform.python_version()} ({platform.python_implementation()}, {sys.executable})",
-        "git": git_describe(),
-        "c": c_note,
-    }
-    busy0, own0, wall0 = cpu_busy_seconds(), own_cpu_seconds(), time.monotonic()
-    try:
-        probe = run_worker(["pagefault", 128])
-        pf, node = probe["ns_per_page"], probe["node_bytes"]
-        env["pagefault"] = (f"{pf[0] / 1000:.1f} µs per {probe['page_size'] // 1024} KiB page "
-                            f"(then {pf[1] / 1000:.1f} µs), i.e. {pf[0] * node / probe['page_size']:.0f} "
-                            f"ns per {node}-byte node: a growing heap pays this")
-        hp = probe.get("ns_per_huge_page")
-        if hp:      # the engine's chunks are advised as huge pages
-            env["pagefault"] += (f"; with `MADV_HUGEPAGE`, as the engine's node chunks: "
-                                 f"{hp[0] * node / (2 << 20):.1f} then {hp[1] * node / (2 << 20):.1f} ns per node")
-    except WorkerError as exc:
-        log(f"page-fault probe failed: {exc}")
-    # the sizes the scaling table compares (1e4 up), so the row stands beside the target
-    sizes = [n for n in cfg["scale_sizes"]["cython"] if n >= 10**4]
-    env["node_pass_ns"] = node_pass(work, 0.1 if args.quick else 0.5, sizes)
-    if env["node_pass_ns"]:
-        ns = env["node_pass_ns"]
-        lo, hi = min(ns), max(ns)
-        env["node_pass"] = (", ".join(f"{ns[n]:.2f} ns/node at {n:.0e}" for n in sorted(ns))
-                            + f": a chain's backward with no graph logic, newest first ({ns[hi] / ns[lo]:.1f}× "
-                            f"from {lo:.0e} to {hi:.0e}: caches, then main memory)")
-
-    # -- demo rounds ----------------------------------------------------------------------
-    available = [e for e in ENGINES if e not in skipped]
-    log(f"demo step: {cfg['rounds']} rounds of {', '.join(available)}")
-    results, errors = demo_rounds(cfg, available, upstream_dir, c_binary)
-    for e, err in errors.items():
-        if not results.get(e):
-            skipped[e] = f"failed: {err[:160]}"
-            results.pop(e, None)
-        else:
-            notes.append(f"{LABELS[e]}: a round failed ({err[:160]}); medians use the others")
-    if results.get("torch"):
-        t = results["torch"][0]
-        torch_note = f"{t['torch']} ({t['torch_threads']} thread)"
-    elif torch_note is None:
-        torch_note = skipped.get("torch", "not measured")
-    up0 = (results.get("upstream") or results.get("upstream-nogc") or [None])[0]
-    env["upstream"] = (f"micrograd 0.1.0 from `{up0['micrograd_file']}` ({up_note})" if up0
-                       else up_note)
-    env["torch"] = torch_note
-    thr = (results.get("cython") or [{"gc_threshold": "?"}])[0]["gc_threshold"]
-    env["gc"] = (f"default (enabled, thresholds {tuple(thr)}) in every process, except the row "
-                 "\"upstream 0.1.0, gc.disable()\", which calls gc.disable() before building anything")
-
-    # -- scaling, memory, tape --------------------------------------------------------------
-    log("scaling")
-    scale_rows, scale_errors = scale_runs(cfg, upstream_dir)
-    log("memory")
-    memory, memory_errors = {}, {}
-    for e in ("cython", "python", "upstream"):
-        if e == "upstream" and upstream_dir is None:
-            memory_errors[e] = "skipped: upstream not installed"
-            continue
-        try:
-            memory[e] = run_worker(["memory", e, cfg["memory_n"]], upstream_dir,
-                                   "upstream" if e == "upstream" else e)
-            log(f"  memory {e:8s} {memory[e]['bytes_per_node']:.1f} bytes/node")
-        except WorkerError as exc:
-            memory_errors[e] = f"failed: {exc}"
-            log(f"  memory {e}: FAILED {exc}")
-    log("tape replay")
-    tape_scale = {}
-    for shape in ("mlp", "dot"):
-        for n in cfg["tape_sizes"]:
-            try:
-                tape_scale[(shape, n)] = run_worker(["tape-scale", n, "--shape", shape, "--reps",
-                                                     cfg["tape_reps"][n]], upstream_dir, "cython")
-                log(f"  tape {shape} n={n:.0e}  {tape_scale[(shape, n)]['fb_ns_per_node']:.2f} "
-                    "ns/node forward+backward")
-            except WorkerError as exc:
-                notes.append(f"tape replay ({shape}) at {n:.0e} nodes failed: {exc}")
-
-    # -- report ---------------------------------------------------------------------------
-    mode = ("--quick: " if args.quick else "full: ") + (
-        f"{cfg['rounds']} round{'s' if cfg['rounds'] != 1 else ''}; per process 1 warm-up step then "
-        + ", ".join(f"{e} {cfg['steps'][e]}" for e in ENGINES if e in cfg["steps"])
-        + f" timed steps; C {cfg['c_seconds']} s in-process")
-    command = "python benchmarks/run.py" + (" --quick" if args.quick else "")
-    ctx = dict(cfg=cfg, results=results, env=env, skipped=skipped, notes=notes, mode=mode,
-               scale_rows=scale_rows, scale_errors=scale_errors, memory=memory,
-               memory_errors=memory_errors, tape_scale=tape_scale, command=command)
-    ctx["targets"] = targets(results, scale_rows, memory, tape_scale, args.quick, env.get("node_pass_ns"))
-    ctx["elapsed"] = time.monotonic() - t_start
-    busy1 = cpu_busy_seconds()
-    if busy0 is not None and busy1 is not None:
-        others = (busy1 - busy0) - (own_cpu_seconds() - own0)
-        env["other_cpu"] = max(0.0, others / (time.monotonic() - wall0))
-    section = markdown(ctx)
-    write_results(args.out, section)
-    readme = args.readme or (None if args.quick else HERE.parent / "README.md")
-    if readme is not None:
-        write_readme(readme, section, ctx)
-        print(f"README results block updated: {readme}")
-    (work / ("results-quick.json" if args.quick else "results.json")).write_text(json.dumps(
-        {k: ctx[k] for k in ("results", "env", "skipped", "notes", "memory")}
-        | {"tape_scale": {f"{shape} {n}": t for (shape, n), t in ctx["tape_scale"].items()}}
-        | {"scale_rows": [[e, s, n, v] for e, s, n, v in scale_rows],
-           "targets": ctx["targets"]}, indent=1, default=str))
-    print(section)
-    print()
-    print("Targets:")
-    for desc, goal, text, met in ctx["targets"]:
-        print(f"  [{'MET' if met else 'NOT MET' if met is False else 'n/a'}] {desc} {goal}: {text}")
-    print()
-    print(f"results written to {args.out}")
-    print(chart(args.chart, ctx))
-    if not results.get("cython"):
+        cfg = dict(QUICK if args.quick else FULL)
+        cfg["rounds"] = args.rounds or cfg["rounds"]
+        R = measure(cfg, args.quick)
+        (WORK / f"results{suffix}.json").write_text(json.dumps(R, indent=1))
+        pyperf_suite(R, WORK / f"demo{suffix}.pyperf.json")
+    tracked = not args.quick and not args.source
+    out = args.out or (WORK / "RESULTS-quick.md" if not tracked else HERE / "RESULTS.md")
+    write_block(out, None, md_results(R), create=True)
+    readme = args.readme or (REPO / "README.md" if tracked else None)
+    if readme and not write_block(readme, "readme", md_readme(R)):
+        print(f"{readme} has no results:readme markers: not written", file=sys.stderr)
+    porting = args.porting or (REPO / "docs" / "porting.md" if tracked else None)
+    if porting and not write_block(porting, "porting", md_staircase(R)):
+        print(f"{porting} has no results:porting markers: not written", file=sys.stderr)
+    print(md_results(R))
+    print("\nTargets:")
+    for _, desc, goal, text, met in targets(R):
+        print(f"  [{ {True: 'MET', False: 'NOT MET'}.get(met, 'n/a') }] {desc} {goal}: {text}")
+    print(f"\nresults written to {out}" + "".join(f", {f}" for f in (readme, porting) if f))
+    print(chart(R, args.chart or (WORK / "ratios-quick.png" if not tracked else HERE / "ratios.png")))
+    if not R["demo"].get("cython"):
         print("error: the compiled engine's demo step could not be measured", file=sys.stderr)
         return 1
     return 0

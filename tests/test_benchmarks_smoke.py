@@ -1,10 +1,12 @@
-"""Smoke test of the benchmark suite: `benchmarks/run.py --quick` runs and writes its table.
+"""Smoke test of the benchmark suite: `benchmarks/run.py --quick` runs, writes its tables
+under benchmarks/_work/ only, and its results JSON renders into the tracked files' blocks.
 
 Checks the shape of the output only, never a timing: timings belong in
 benchmarks/RESULTS.md, not in a pass/fail test on a shared machine.
 """
+import json
 import os
-import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,125 +14,103 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-RUN = REPO / "benchmarks" / "run.py"
+BENCH = REPO / "benchmarks"
+WORK = BENCH / "_work"
 
 pytest.importorskip("numpy")
 pytest.importorskip("sklearn")
+pytest.importorskip("psutil")
+pytest.importorskip("pyperf")
+sys.path.insert(0, str(BENCH))
+import run  # noqa: E402
 
-ENGINE_ROWS = [
-    "micrograd-compiled (Cython)",
-    "micrograd-compiled, Tape replay",
-    "micrograd-compiled, pure-Python twin",
-    "upstream micrograd 0.1.0",
-    "upstream 0.1.0, gc.disable()",
-    "PyTorch, 0-d float64 tensors",
-    "hand-written C (no autodiff)",
-]
-TARGET_ROWS = [
-    "Demo step vs upstream (default GC)",
-    "Demo step vs upstream with gc.disable()",
-    "Backward alone vs upstream's backward",
-    "Memory per node (compiled)",
-    "ns per node, 1e4 vs",
-    "Demo step vs PyTorch scalar autograd",
-    "Tape replay step vs upstream's eager step",
-    "Tape forward+backward at 1e6 nodes",
-]
+pytestmark = pytest.mark.slow
+
+ENGINE_ROWS = [run.LABELS[e] for e in run.ENGINES]
+SKIPPED_DIRS = {".git", "__pycache__", ".pytest_cache", ".hypothesis"}
+
+
+def snapshot():
+    """git status of the checkout (None without git), and every file's mtime outside
+    benchmarks/_work/ (bytecode caches and pytest's own folders aside)."""
+    status = None
+    if shutil.which("git"):
+        proc = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True)
+        status = proc.stdout if proc.returncode == 0 else None
+    mtimes = {}
+    for root, dirs, files in os.walk(REPO):
+        dirs[:] = [d for d in dirs if d not in SKIPPED_DIRS and Path(root, d) != WORK]
+        for f in files:
+            mtimes[os.path.join(root, f)] = os.stat(os.path.join(root, f)).st_mtime_ns
+    return status, mtimes
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("bench")
-    out = tmp / "RESULTS.md"
-    # hand-written notes around the marked section must survive the run
-    out.write_text("# My results\n\nNotes above.\n\n<!-- results:start -->\nold\n"
-                   "<!-- results:end -->\n\nNotes below.\n")
+def quick_run():
     env = {k: v for k, v in os.environ.items() if k != "MICROGRAD_PURE_PYTHON"}
-    proc = subprocess.run(
-        [sys.executable, str(RUN), "--quick", "--out", str(out), "--chart", str(tmp / "ratios.png")],
-        cwd=tmp, env=env, capture_output=True, text=True, timeout=600)
+    before = snapshot()
+    proc = subprocess.run([sys.executable, str(BENCH / "run.py"), "--quick"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=900)
+    after = snapshot()
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc, out.read_text(), tmp
+    return proc, (WORK / "RESULTS-quick.md").read_text(), before, after
 
 
 def table_rows(text, heading):
-    """First cells of the Markdown table under heading."""
-    section = text.split(heading, 1)[1]
-    rows = []
-    started = False
-    for line in section.splitlines():
+    """Cells of the Markdown table under heading, header row dropped."""
+    rows, started = [], False
+    for line in text.split(heading, 1)[1].splitlines():
         if line.startswith("|"):
             started = True
             cells = [c.strip() for c in line.strip("|").split("|")]
-            if not set(cells[0]) <= set("-: "):
+            if not set(cells[0]) <= set("-: ") or not cells[0]:
                 rows.append(cells)
         elif started:
             break
-    return rows[1:]   # drop the header row
+    return rows[1:]
 
 
-def test_results_section_rewritten_notes_kept(quick_run):
-    _, text, _ = quick_run
-    assert text.startswith("# My results\n\nNotes above.")
-    assert text.rstrip().endswith("Notes below.")
-    assert text.count("<!-- results:start -->") == 1 and text.count("<!-- results:end -->") == 1
-    assert "\nold\n" not in text
-    for key in ("| Machine |", "| Python |", "| GC |", "Written by `python benchmarks/run.py --quick` on",
-                "| First touch of fresh memory |", "| One bare pass over 56-byte nodes (C) |"):
-        assert key in text
-
-
-def test_page_fault_probe_measures_both_page_sizes():
-    """The probe behind the "First touch" row: 4 KiB pages, and huge pages as the engine's
-    chunks use them (where the platform has MADV_HUGEPAGE)."""
-    import json
-    import mmap
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "workers.py"), "pagefault", "8"],
-                          capture_output=True, text=True, timeout=120, check=True)
-    res = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert len(res["ns_per_page"]) == 2 and all(t > 0 for t in res["ns_per_page"])
-    assert res["node_bytes"] == 56
-    if hasattr(mmap, "MADV_HUGEPAGE") and Path("/sys/kernel/mm/transparent_hugepage").exists():
-        assert len(res["ns_per_huge_page"]) == 2
-    elif not hasattr(mmap, "MADV_HUGEPAGE"):
-        assert res["ns_per_huge_page"] is None
+def test_quick_run_leaves_the_checkout_clean(quick_run):
+    _, _, (status0, mtimes0), (status1, mtimes1) = quick_run
+    assert status1 == status0
+    changed = sorted(f for f, t in mtimes1.items() if mtimes0.get(f) != t)
+    assert changed == []
+    assert (WORK / "results-quick.json").is_file() and (WORK / "demo-quick.pyperf.json").is_file()
 
 
 def test_demo_table_has_every_engine(quick_run):
-    _, text, _ = quick_run
+    _, text, _, _ = quick_run
     rows = {r[0]: r for r in table_rows(text, "### Moons demo step")}
     assert list(rows) == ENGINE_ROWS
+    compiled = rows[run.LABELS["cython"]]
+    assert compiled[6] == "1.00×"
     for name, cells in rows.items():
         # measured, or skipped with a reason (torch not installed, no compiler, no upstream)
-        assert cells[1].startswith("skipped: ") or re.search(r"\d", cells[5]), (name, cells)
-    compiled = rows["micrograd-compiled (Cython)"]
-    assert not compiled[1].startswith("skipped")
-    assert compiled[6] == "1.00×"
-    # every engine that ran computed the same losses as the compiled one
-    for name, cells in rows.items():
-        if not cells[1].startswith("skipped"):
-            assert cells[9] == "identical" or cells[9].startswith("max rel. diff"), (name, cells)
-            if cells[9] != "identical":
-                assert float(cells[9].split()[-1]) < 1e-9
+        if not cells[1].startswith("skipped: "):
+            assert cells[5].startswith("**") and (cells[9] == "identical" or
+                                                   float(cells[9].split()[-1]) < 1e-9), (name, cells)
 
 
-def test_targets_table(quick_run):
-    proc, text, _ = quick_run
+def test_targets_defined_once_printed_and_tabled(quick_run):
+    proc, text, _, _ = quick_run
     rows = table_rows(text, "### Targets")
-    assert len(rows) == len(TARGET_ROWS)
-    for (desc, goal, measured, met), expected in zip(rows, TARGET_ROWS):
-        assert desc.startswith(expected)
-        assert met in ("yes", "no", "n/a")
-    assert "Targets:" in proc.stdout
+    assert [r[0] for r in rows] == [t[1] for t in run.TARGETS]
+    assert all(r[3] in ("yes", "no", "n/a") for r in rows)
+    printed = proc.stdout.split("\nTargets:\n", 1)[1]
+    for _, desc, *_ in run.TARGETS:
+        assert f"] {desc} " in printed
 
 
-def test_scaling_memory_tape_tables(quick_run):
-    _, text, _ = quick_run
+def test_scale_table_against_the_bare_pass(quick_run):
+    _, text, _, _ = quick_run
     scale = table_rows(text, "### Scaling: ns per node")
-    assert {(r[0], r[1]) for r in scale} >= {("micrograd-compiled (Cython)", "chain"),
-                                             ("micrograd-compiled (Cython)", "wide")}
+    shapes = {(r[0], r[1]) for r in scale}
+    assert {(run.LABELS["cython"], s) for s in ("chain", "wide", "dag")} <= shapes
+    if shutil.which(os.environ.get("CC", "cc")):
+        assert all(r[7] != "–" and r[8].endswith("×") for r in scale)
+    assert "First touch" not in text
     memory = {r[0] for r in table_rows(text, "### Memory: bytes per node")}
-    assert {"micrograd-compiled (Cython)", "micrograd-compiled, pure-Python twin"} <= memory
+    assert {run.LABELS["cython"], run.LABELS["tape"], run.LABELS["python"]} <= memory
     tape = table_rows(text, "### Tape replay: ns per node")
     assert {r[0] for r in tape} == {"mlp", "dot"}
     for row in tape:    # about 1e6 nodes each, and numbers in every column
@@ -138,11 +118,39 @@ def test_scaling_memory_tape_tables(quick_run):
         assert all(float(c) > 0 for c in row[2:])
 
 
-def test_chart_written_or_explained(quick_run):
-    proc, _, tmp = quick_run
+def test_one_json_renders_every_block(quick_run, tmp_path):
+    """RESULTS.md, README's block and porting.md's staircase from the run's JSON; notes
+    around the markers survive, and a file without markers is left alone."""
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# Mine\n\nAbove.\n\n<!-- results:start -->\nold\n<!-- results:end -->\n\nBelow.\n")
+    readme = tmp_path / "README.md"
+    readme.write_text("x\n<!-- results:readme:start -->\nold\n<!-- results:readme:end -->\ny\n")
+    porting = tmp_path / "porting.md"
+    porting.write_text("a\n<!-- results:porting:start -->\nold\n<!-- results:porting:end -->\nb\n")
+    bare = tmp_path / "bare.md"
+    bare.write_text("no markers\n")
+    cmd = [sys.executable, str(BENCH / "run.py"), "--from", str(WORK / "results-quick.json"),
+           "--out", str(results), "--readme", str(readme), "--porting", str(porting),
+           "--chart", str(tmp_path / "ratios.png")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    text = results.read_text()
+    assert text.startswith("# Mine\n\nAbove.") and text.rstrip().endswith("Below.") and "\nold\n" not in text
+    assert "### Targets" in readme.read_text() and readme.read_text().endswith("y\n")
+    stair = porting.read_text()
+    assert stair.startswith("a\n") and stair.endswith("b\n") and "\nold\n" not in stair
+    rows = table_rows(stair, "results:porting:start")
+    assert {"2", "3"} <= {r[0] for r in rows} <= {"0", "0′", "1", "2", "3", "–"}
+    assert "Python 3." in stair and "GC default" in stair and "process CPU time" in stair
+    proc = subprocess.run(cmd[:4] + ["--out", str(tmp_path / "R2.md"), "--porting", str(bare)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and bare.read_text() == "no markers\n"
+    assert "has no results:porting markers" in proc.stderr
+    data = json.loads((WORK / "results-quick.json").read_text())
+    assert data["python"] == sys.version.split()[0] and data["gc_threshold"]
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         assert "matplotlib is not installed" in proc.stdout
     else:
-        assert (tmp / "ratios.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (tmp_path / "ratios.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,4 +1,7 @@
-"""`python -m micrograd` end to end, in subprocesses, on a few steps."""
+"""`python -m micrograd` end to end, in subprocesses, on a few steps.
+
+The tests that train or time (each starts processes that import numpy and scikit-learn)
+are marked slow; the rest take seconds."""
 import os
 import re
 import subprocess
@@ -19,6 +22,8 @@ RATIO = re.compile(r"compiled is (\d+\.\d)x faster than the pure-Python twin")
 def clean_env(**extra):
     env = {k: v for k, v in os.environ.items()
            if k not in ("MICROGRAD_PURE_PYTHON", "MICROGRAD_UPSTREAM_PATH")}
+    if "PYTHONPATH" in extra and env.get("PYTHONPATH"):     # in front of a source checkout's path
+        extra["PYTHONPATH"] += os.pathsep + env["PYTHONPATH"]
     env.update(extra)
     return env
 
@@ -28,6 +33,7 @@ def cli(*args, **extra):
                           text=True, env=clean_env(**extra), timeout=300)
 
 
+@pytest.mark.slow
 def test_default_engine_trains_and_compares():
     proc = cli(*FEW)
     assert proc.returncode == 0, proc.stderr
@@ -40,6 +46,7 @@ def test_default_engine_trains_and_compares():
     assert "upstream not installed (pip install --target DIR micrograd==0.1.0" in out
 
 
+@pytest.mark.slow
 def test_tape_and_python_engine_give_the_same_numbers():
     eager = cli(*FEW, "--no-compare")
     tape = cli(*FEW, "--no-compare", "--tape")
@@ -53,6 +60,7 @@ def test_tape_and_python_engine_give_the_same_numbers():
     assert len(finals) == 1, finals
 
 
+@pytest.mark.slow
 def test_tape_comparison():
     proc = cli(*FEW, "--tape", "--quiet")
     assert proc.returncode == 0, proc.stderr
@@ -60,6 +68,7 @@ def test_tape_comparison():
     assert "speed, tape replay steps" in proc.stdout and RATIO.search(proc.stdout)
 
 
+@pytest.mark.slow
 def test_console_script():
     script = Path(sys.executable).with_name("micrograd")
     if not script.exists():
@@ -70,6 +79,7 @@ def test_console_script():
     assert LOSS.search(proc.stdout)
 
 
+@pytest.mark.slow
 def test_plot_writes_a_png(tmp_path):
     image = pytest.importorskip("matplotlib.image")
     path = tmp_path / "out.png"
@@ -104,6 +114,7 @@ def test_bad_flags_exit_2_with_a_clear_message(args, message):
     assert proc.stdout == ""
 
 
+@pytest.mark.slow
 def test_cython_engine_refused_when_the_twin_is_selected():
     proc = cli(*FEW, MICROGRAD_PURE_PYTHON="1")
     assert proc.returncode == 1
@@ -120,12 +131,14 @@ def test_missing_demo_dependency_names_the_extra(tmp_path):
     assert "pip install 'micrograd-compiled[demo]'" in proc.stderr and "sklearn" in proc.stderr
 
 
+@pytest.mark.slow
 def test_upstream_path_that_holds_no_upstream(tmp_path):
     proc = cli(*FEW, "--upstream-path", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert "upstream could not be timed: no upstream micrograd in" in proc.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("MICROGRAD_UPSTREAM_PATH"),
                     reason="set MICROGRAD_UPSTREAM_PATH to an upstream micrograd 0.1.0 install")
 def test_upstream_is_timed():

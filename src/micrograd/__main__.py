@@ -81,81 +81,62 @@ def plot_decision_boundary(demo, path, title):
     plt.close(fig)
 
 
-ENGINE_SCRIPT = r"""
-import json, statistics, sys, time
-engine, n, seed, rounds, tape, gc_on = sys.argv[1], *map(int, sys.argv[2:])
-import gc
+STEP_SCRIPT = r"""
+import gc, importlib.util, json, os, sys
+demo_file, engine, n, seed, steps, tape, gc_on = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:])
 if not gc_on:
     gc.disable()
-from micrograd.demo import Demo
-demo = Demo(engine, n, seed)
-times = []
-for k in range(rounds + 1):         # step 0 warms up (and records the tape)
-    t0 = time.perf_counter()
-    demo.tape_step(k) if tape else demo.step(k)
-    times.append(time.perf_counter() - t0)
-print(json.dumps(times[1:]))
+found = importlib.util.find_spec("micrograd")
+if engine == "upstream" and os.path.dirname(os.path.dirname(found and found.origin or "")) != os.getcwd():
+    sys.exit("no upstream micrograd in " + os.getcwd())
+spec = importlib.util.spec_from_file_location("_moons_demo", demo_file)
+demo = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(demo)
+times, _, _ = demo.Demo(engine, n, seed).timed_steps(steps, tape=bool(tape))
+print(json.dumps(times["step"]))
 """
 
 
+def time_steps(engine, args, path=None):
+    """CPU ns of each timed step of engine, in a process of its own (micrograd.demo's
+    Demo.timed_steps, loaded by path so that under upstream, `micrograd` is upstream's)."""
+    from micrograd import demo
+    cmd = [sys.executable, "-c", STEP_SCRIPT, demo.__file__, engine, str(args.samples), str(args.seed),
+           str(ROUNDS), str(int(args.tape and engine != "upstream")), str(int(gc.isenabled()))]
+    env = dict(os.environ, PYTHONPATH=path) if path else None
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=path)
+    if proc.returncode:
+        lines = proc.stderr.strip().splitlines() or ["no output"]
+        raise RuntimeError(lines[-1])
+    return json.loads(proc.stdout)
+
+
 def compare(args):
-    """Median seconds per step of the compiled core and the twin.
+    """Median CPU seconds per step of the compiled core and the twin.
 
     Each engine runs in processes of its own, alternately, as benchmarks/run.py does:
     timed in one process, the two engines' steps disturb each other's caches and
-    allocator state, which made the compiled step look 2x slower than it is."""
+    allocator state."""
     times = {"cython": [], "python": []}
     order = ["cython", "python"]
     for r in range(PROCESSES):
         for engine in (order if r % 2 == 0 else order[::-1]):
-            cmd = [sys.executable, "-c", ENGINE_SCRIPT, engine, str(args.samples),
-                   str(args.seed), str(ROUNDS), str(int(args.tape)), str(int(gc.isenabled()))]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode:
-                lines = proc.stderr.strip().splitlines() or ["no output"]
-                raise RuntimeError(f"timing the {engine} engine failed: {lines[-1]}")
-            times[engine] += json.loads(proc.stdout)
-    return statistics.median(times["cython"]), statistics.median(times["python"])
-
-
-UPSTREAM_SCRIPT = r"""
-import importlib.util, json, os, statistics, sys, time, gc
-path, demo_file, n, seed, rounds, gc_on = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:])
-if not gc_on:
-    gc.disable()
-import micrograd, micrograd.engine, micrograd.nn
-if not micrograd.__file__ or not micrograd.__file__.startswith(os.path.join(path, "")):
-    sys.exit("no upstream micrograd in " + path)
-spec = importlib.util.spec_from_file_location("_moons_demo", demo_file)
-demo_mod = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(demo_mod)
-demo = demo_mod.Demo.__new__(demo_mod.Demo)   # the same loss and step, upstream's Value and MLP
-demo.X, demo.y = demo_mod.moons(n_samples=n, seed=seed)
-demo.Value, demo.tape = micrograd.engine.Value, None
-demo.model = micrograd.nn.MLP(2, [16, 16, 1])
-times = []
-for k in range(rounds + 1):
-    t0 = time.perf_counter()
-    demo.step(k)
-    times.append(time.perf_counter() - t0)
-print(json.dumps(statistics.median(times[1:])))
-"""
+            try:
+                times[engine] += time_steps(engine, args)
+            except RuntimeError as exc:
+                raise RuntimeError(f"timing the {engine} engine failed: {exc}") from None
+    return statistics.median(times["cython"]) / 1e9, statistics.median(times["python"]) / 1e9
 
 
 def time_upstream(args):
-    """Median seconds per eager step of upstream micrograd, or an explanation."""
-    path = os.path.abspath(args.upstream_path)
+    """Median CPU seconds per eager step of upstream micrograd, or an explanation."""
+    path = os.path.realpath(args.upstream_path)
     if not os.path.isdir(path):
         return f"upstream path {args.upstream_path!r} is not a directory"
-    from micrograd import demo
-    cmd = [sys.executable, "-c", UPSTREAM_SCRIPT, path, demo.__file__,
-           str(args.samples), str(args.seed), str(ROUNDS), str(int(gc.isenabled()))]
-    env = dict(os.environ, PYTHONPATH=path)
-    proc = subprocess.run(cmd, env=env, cwd=path, capture_output=True, text=True)
-    if proc.returncode:
-        lines = proc.stderr.strip().splitlines() or ["no output"]
-        return f"upstream could not be timed: {lines[-1]}"
-    return json.loads(proc.stdout)
+    try:
+        return statistics.median(time_steps("upstream", args, path)) / 1e9
+    except RuntimeError as exc:
+        return f"upstream could not be timed: {exc}"
 
 
 def main(argv=None):
@@ -210,7 +191,7 @@ def main(argv=None):
     if args.no_compare:
         return 0
     gc_state = "gc enabled" if gc.isenabled() else "gc disabled"
-    print(f"speed, {mode} steps (median of {PROCESSES} x {ROUNDS}, after a warm-up; "
+    print(f"speed, {mode} steps (median CPU time of {PROCESSES} x {ROUNDS}, after a warm-up; "
           f"Python {platform.python_version()}, {gc_state}):")
     if engine.BACKEND != "cython":
         print("  skipped: the compiled core is not available")

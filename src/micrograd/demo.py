@@ -3,12 +3,21 @@
 The data, model, loss and update are the notebook's, expression for expression:
 ``make_moons(n_samples=100, noise=0.1)`` after ``np.random.seed(1337); random.seed(1337)``,
 labels mapped to -1/+1, ``MLP(2, [16, 16, 1])``, SVM max-margin loss averaged plus
-``1e-4 * sum(p*p)``, full batch, SGD with ``lr = 1.0 - 0.9*k/100``.
+``1e-4 * sum(p*p)``, full batch, SGD with ``lr = 1.0 - 0.9*k/100`` (:func:`learning_rate`).
 
 Needs numpy and scikit-learn (the ``demo`` extra), like the notebook.
 """
 import importlib.util
 import random
+import time
+
+PHASES = ("forward", "backward", "update", "free", "step")
+
+
+def learning_rate(k, steps=100):
+    """The notebook's schedule, ``1.0 - 0.9*k/100``; a run longer than 100 steps stretches it
+    over all its steps, so the rate stays positive."""
+    return 1.0 - 0.9*k/max(steps, 100)
 
 
 def engine_module(engine):
@@ -65,60 +74,108 @@ def notebook_loss(Value, model, X, y):
 
 
 class Demo:
-    """The moons classifier on one backend: data, model, and one training step."""
+    """The moons classifier on one engine: data, model, and a training step in four phases
+    (forward, backward, update, free), eager as the notebook or replayed from a Tape.
+
+    engine is 'cython', 'python' (the twin), or 'upstream': whatever package is importable
+    as ``micrograd`` in this process (upstream 0.1.0 when run with its folder on the path;
+    it has no Tape)."""
 
     def __init__(self, engine="cython", n_samples=100, seed=1337, hidden=(16, 16)):
         self.engine = engine
-        self.Value = engine_module(engine).Value
-        self.Tape = engine_module(engine).Tape
+        self.Value, self.Tape, MLP = self.backend(engine)
         self.X, self.y = moons(n_samples=n_samples, seed=seed)
-        self.model = nn_module(engine).MLP(2, list(hidden) + [1])  # draws after the data, as upstream
-        self.tape = None
+        self.model = MLP(2, list(hidden) + [1])  # draws after the data, as upstream
+        self.tape = self.total_loss = self._scores = None
+
+    @staticmethod
+    def backend(engine):
+        """(Value, Tape or None, MLP class) of engine."""
+        if engine == "upstream":
+            from micrograd.engine import Value
+            from micrograd.nn import MLP
+            return Value, None, MLP
+        return engine_module(engine).Value, engine_module(engine).Tape, nn_module(engine).MLP
 
     def loss(self):
         """The notebook's loss(): (total_loss, accuracy, scores) for the full batch."""
         return notebook_loss(self.Value, self.model, self.X, self.y)
 
-    def update(self, k, steps=100):
-        # upstream decays over 100 steps; a longer run stretches the decay so lr stays > 0
-        learning_rate = 1.0 - 0.9*k/max(steps, 100)
-        for p in self.model.parameters():
-            p.data -= learning_rate * p.grad
+    def forward(self, tape=False):
+        """Build the loss (tape: replay the Tape recorded on the first call); returns accuracy.
 
-    def step(self, k, steps=100):
-        """One eager step, as the notebook: build, backward, SGD. Returns (loss, accuracy)."""
-        total_loss, acc, _ = self.loss()
-        self.model.zero_grad()
-        total_loss.backward()
-        self.update(k, steps)
-        return total_loss.data, acc
-
-    def tape_step(self, k, steps=100):
-        """The same step replayed from a Tape recorded on the first call.
-
-        The graph is frozen, so so are its parameters and labels: both are listed once.
-        """
+        A Tape freezes the graph, so its parameters and labels are listed once."""
+        if not tape:
+            self.total_loss, acc, self._scores = self.loss()
+            return acc
         if self.tape is None:
-            total_loss, _, self._scores = self.loss()
-            self.tape = self.Tape(total_loss)
+            self.total_loss, _, self._scores = self.loss()
+            self.tape = self.Tape(self.total_loss)
             self._params = self.model.parameters()
             self._positive = [bool(yi > 0) for yi in self.y]
-        loss = self.tape.forward()
-        for p in self._params:          # model.zero_grad()
-            p.grad = 0
-        self.tape.backward()
-        learning_rate = 1.0 - 0.9*k/max(steps, 100)
-        for p in self._params:
-            p.data -= learning_rate * p.grad
-        acc = sum(pos == (s.data > 0) for pos, s in zip(self._positive, self._scores)) / len(self._scores)
-        return loss, acc
+        self._replayed = self.tape.forward()
+        return sum(pos == (s.data > 0) for pos, s in zip(self._positive, self._scores)) / len(self._scores)
+
+    def backward(self, tape=False):
+        """``model.zero_grad()`` then the loss's backward (tape: the Tape's)."""
+        if tape:
+            for p in self._params:
+                p.grad = 0
+            self.tape.backward()
+        else:
+            self.model.zero_grad()
+            self.total_loss.backward()
+
+    def update(self, k, steps=100, tape=False):
+        """The notebook's SGD step over every parameter."""
+        lr = learning_rate(k, steps)
+        for p in (self._params if tape else self.model.parameters()):
+            p.data -= lr * p.grad
+
+    def free(self, tape=False):
+        """The step's loss as a float; an eager step's graph is dropped here."""
+        if tape:
+            return self._replayed
+        loss = float(self.total_loss.data)
+        self.total_loss = self._scores = None
+        return loss
+
+    def step(self, k, steps=100, tape=False):
+        """One training step: (loss, accuracy)."""
+        acc = self.forward(tape)
+        self.backward(tape)
+        self.update(k, steps, tape)
+        return self.free(tape), acc
+
+    def tape_step(self, k, steps=100):
+        """The same step replayed from a Tape recorded on the first call."""
+        return self.step(k, steps, tape=True)
 
     def train(self, steps=100, tape=False, callback=None):
         """Train for steps; returns the list of (loss, accuracy) per step."""
         history = []
-        step = self.tape_step if tape else self.step
         for k in range(steps):
-            history.append(step(k, steps))
+            history.append(self.step(k, steps, tape))
             if callback is not None:
                 callback(k, *history[-1])
         return history
+
+    def timed_steps(self, steps, warmup=1, tape=False, clock=time.process_time_ns):
+        """warmup + steps training steps with the clock read between phases (process CPU
+        time by default): ({phase: [ns per timed step]}, [loss per step], last accuracy)."""
+        times = {ph: [] for ph in PHASES}
+        losses = []
+        for i in range(warmup + steps):
+            t0 = clock()
+            acc = self.forward(tape)
+            t1 = clock()
+            self.backward(tape)
+            t2 = clock()
+            self.update(i % 100, tape=tape)
+            t3 = clock()
+            losses.append(self.free(tape))
+            t4 = clock()
+            if i >= warmup:
+                for ph, t in zip(PHASES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0)):
+                    times[ph].append(t)
+        return times, losses, acc
