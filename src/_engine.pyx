@@ -30,6 +30,7 @@ cdef extern from "Python.h":
 
 include "core/rules.pxi"
 include "core/alloc.pxi"
+include "core/extras.pxi"
 include "core/node.pxi"
 include "core/walk.pxi"
 include "core/tape.pxi"

@@ -14,6 +14,8 @@ cdef extern from "Python.h":
         Py_ssize_t tp_basicsize
         void (*tp_dealloc)(PyObject*)
         PyObject* (*tp_alloc)(_TypeSlots*, Py_ssize_t)
+        void (*tp_free)(void*)
+    _TypeSlots* _type_of "Py_TYPE"(PyObject*)
     PyObject* _init_object "PyObject_Init"(PyObject*, _TypeSlots*)
     void _fetch_error "PyErr_Fetch"(PyObject**, PyObject**, PyObject**)
     void _restore_error "PyErr_Restore"(PyObject*, PyObject*, PyObject*)
@@ -182,7 +184,10 @@ cdef void _value_dealloc(PyObject* o) noexcept:
     _release(<PyObject*>(<Value>o)._a)     # the dying node's two references
     if _b(<Value>o) != NULL:
         _release(_b(<Value>o))
-    _value_free(o)
+    if _type_of(o) == <_TypeSlots*>Value:
+        _value_free(o)
+    else:                   # a subclass instance: CPython allocated it (with a GC header)
+        _type_of(o).tp_free(o)
     if _draining:
         return
     _draining = True

@@ -1,16 +1,10 @@
 # The node: the Value class, building nodes, pickling. Twin: micrograd/_pure/node.py.
 # Its fields are declared in micrograd/_engine.pxd.
 
-# Rare per-node data lives here, keyed by id(node), so that the common node stays 56
-# bytes: {id: [label, op string or None, children tuple or None]}. Only str labels are
-# stored, and children are always older nodes, so no reference cycle can pass through it.
-cdef dict _extras = {}
-
 _OP_NAMES = {LEAF: '', ADD: '+', MUL: '*', POW: '**', RELU: 'ReLU', TANH: 'tanh',
              EXP: 'exp', LOG: 'log', SIGMOID: 'sigmoid', CUSTOM: ''}
 
 
-@cython.final
 @cython.no_gc
 cdef class Value:
     """A scalar and its gradient, as in micrograd (see the README for the differences)."""
@@ -22,16 +16,19 @@ cdef class Value:
         self.data = data          # TypeError for str, None, ... as float() would give
         self.grad = 0.0
         if self._code != LEAF or self._flags & (HAS_EXTRA | INT_EXP):
+            if _walking:          # resetting drops children a walk may still point into
+                raise RuntimeError("Value.__init__ on an existing node while a graph is "
+                                   "being walked (from a _backward, finalizer or gc callback?)")
             _reset(self)          # __init__ called again on a used node: a fresh leaf first
         if _children:
             _children = tuple(_children)
             for child in _children:
-                if type(child) is not Value:
+                if not isinstance(child, Value):
                     raise TypeError("_children must be Values, not %s" % type(child).__name__)
             self._code = CUSTOM
-            _set_extra(self, 2, _children)
+            _set_extra(self, EXTRA_CHILDREN, _children)
         if _op:
-            _set_extra(self, 1, str(_op))
+            _set_extra(self, EXTRA_OP, str(_op))
         if label != '':
             self.label = label
 
@@ -63,7 +60,7 @@ cdef class Value:
     def __pow__(self, other, modulo):
         if modulo is not None:
             return NotImplemented
-        if type(other) is Value:
+        if isinstance(other, Value):
             return _binary(POW, self, other)
         if not _is_number(other):
             return NotImplemented
@@ -81,7 +78,7 @@ cdef class Value:
         return _neg(self)
 
     def __sub__(self, other):               # self - other
-        if type(other) is Value:
+        if isinstance(other, Value):
             return _binary(ADD, self, _neg(<Value>other))
         if not _is_number(other):
             return NotImplemented
@@ -94,7 +91,7 @@ cdef class Value:
         return _binary(ADD, o, _neg(self))
 
     def __truediv__(self, other):           # self * other**-1
-        if type(other) is Value:
+        if isinstance(other, Value):
             return _binary(MUL, self, _powc(other, -1))
         if not _is_number(other):
             return NotImplemented
@@ -134,12 +131,38 @@ cdef class Value:
         finally:
             _end_walk()
 
+    @property
     def _backward(self):
-        """Apply this node's local-gradient rule once (as upstream's closure does)."""
+        """This node's local-gradient step, called once per node by backward(): the
+        function assigned to it, or the built-in rule of its op."""
+        if self._flags & USER_RULE:
+            return _get_extra(self, EXTRA_RULE)
+        return self._rule
+
+    @_backward.setter
+    def _backward(self, fn):
+        _set_rule(self, fn)
+
+    @_backward.deleter
+    def _backward(self):
+        _clear_rule(self)
+
+    def _rule(self):
+        """Apply the built-in local-gradient rule of this node's op once."""
         _sync_tapes()
         if _can_raise(self._code):
             _check_partials(self._code, self._a.data, _y(self))
         _chain(self)
+
+    # -- attributes the class does not define (core/extras.pxi) ------------------------
+    def __getattr__(self, name):
+        return _get_attribute(self, name)
+
+    def __setattr__(self, name, value):
+        _set_attribute(self, name, value)
+
+    def __delattr__(self, name):
+        _del_attribute(self, name)
 
     # -- what upstream exposes as attributes --------------------------------------------
     @property
@@ -147,32 +170,53 @@ cdef class Value:
         if self._flags & TAPED:
             _observe()
         if self._code == CUSTOM:
-            return set(_get_extra(self, 2))
+            return set(_get_extra(self, EXTRA_CHILDREN))
         if self._a is None:
             return set()
         if _b(self) == NULL:
             return {self._a}
         return {self._a, <Value>_b(self)}
 
+    @_prev.setter
+    def _prev(self, children):
+        """Upstream's Value sets _prev in __init__: accepted on leaves and hand-built
+        nodes (it makes them CUSTOM nodes with these children); an op's are its operands."""
+        children = tuple(children)
+        if self._code != LEAF and self._code != CUSTOM:
+            raise AttributeError("_prev of a %r node is given by its operands" % self._op)
+        for child in children:
+            if not isinstance(child, Value):
+                raise TypeError("_prev must hold Values, not %s" % type(child).__name__)
+        if _walking:
+            raise RuntimeError("_prev set while a graph is being walked")
+        self._code = CUSTOM if children else LEAF
+        _set_extra(self, EXTRA_CHILDREN, children if children else None)
+
     @property
     def _op(self):
-        name = _get_extra(self, 1)
+        name = _get_extra(self, EXTRA_OP)
         if name is not None:
             return name
         if self._code == POWC:
             return '**%r' % (int(self._second.c) if self._flags & INT_EXP else self._second.c)
         return _OP_NAMES[self._code]
 
+    @_op.setter
+    def _op(self, name):
+        if type(name) is not str:
+            raise TypeError("_op must be a str, not %s" % type(name).__name__)
+        _set_extra(self, EXTRA_OP, name)
+
     @property
     def label(self):
-        label = _get_extra(self, 0)
+        label = _get_extra(self, EXTRA_LABEL)
         return '' if label is None else label
 
     @label.setter
     def label(self, label):
         if type(label) is not str:
             raise TypeError("label must be a str, not %s" % type(label).__name__)
-        _set_extra(self, 0, label)
+        _set_extra(self, EXTRA_LABEL, label)
 
     def __repr__(self):
         return f"Value(data={self.data}, grad={self.grad})"
@@ -192,8 +236,11 @@ def _rebuild(data, grad, op, a, b, c, int_exp, extra):
     v.grad = grad
     v._flags = int_exp
     if extra is not None:
-        _extras[id(v)] = list(extra)
+        entry = list(extra) + [None] * (N_EXTRAS - len(extra))
+        _extras[id(v)] = entry
         v._flags |= HAS_EXTRA
+        if entry[EXTRA_RULE] is not None:
+            v._flags |= USER_RULE
     return v
 
 
@@ -272,22 +319,8 @@ cdef inline double _as_double(object x) except? -1.0:
 
 cdef inline Value _operand(object other):
     """other as a Value operand (a new constant leaf for a number), None if not a number."""
-    if type(other) is Value:
+    if isinstance(other, Value):
         return <Value>other
     if not _is_number(other):
         return None
     return _leaf(_as_double(other))
-
-
-cdef object _get_extra(Value v, int field):
-    if not v._flags & HAS_EXTRA:
-        return None
-    return _extras[id(v)][field]
-
-
-cdef void _set_extra(Value v, int field, object item) except *:
-    if not v._flags & HAS_EXTRA:
-        _extras[id(v)] = [None, None, None]
-        v._flags |= HAS_EXTRA
-    _extras[id(v)][field] = item
-

@@ -34,6 +34,11 @@ cdef void _observe() except *:
     _observed = True
 
 
+cdef bint _custom_rule(object v) except -1:
+    """Has v a _backward of its own: assigned, or defined by its subclass?"""
+    return (<Value>v)._flags & USER_RULE or type(v)._backward is not Value._backward
+
+
 cdef void* _alloc(Py_ssize_t n, size_t size) except NULL:
     cdef void* p = calloc(n if n > 0 else 1, size)
     if p == NULL:
@@ -97,6 +102,10 @@ cdef class Tape:
         # the ADD right after it in walk order; the two become one FMA instruction.
         for i in range(n):
             p = _order.items[i]
+            if _python_rule(p) and _custom_rule(<object>p):
+                raise TypeError("a Tape cannot replay the op %r: its _backward is Python "
+                                "code, whose forward rule the Tape does not know; use "
+                                "backward() on this graph" % (<object>p)._op)
             if (<Value>p)._a is None:   # LEAF, or CUSTOM (its data is taken as given)
                 n_leaves += 1
                 n_shared += refs[i] != 1

@@ -59,9 +59,17 @@ cdef inline void _add_grad(Value v, double g) noexcept:
     v.grad += g             # borrowed too: `(<Value>p).grad += g` would incref
 
 
+cdef inline bint _python_rule(PyObject* v) noexcept:
+    """Does backward reach v's _backward through Python (a function the user assigned,
+    or a subclass, which may override it)?"""
+    return (<Value>v)._flags & USER_RULE or _type_of(v) != <_TypeSlots*>Value
+
+
 cdef inline bint _wanted(PyObject* child, int mode) noexcept:
-    """Should the walk enter child? Not twice, and not a leaf unless leaves are wanted."""
-    return not (<Value>child)._flags & VISITED and (mode & WALK_LEAVES or (<Value>child)._code != LEAF)
+    """Should the walk enter child? Not twice, and not a leaf unless leaves are wanted
+    (or it may have a _backward of its own)."""
+    return not (<Value>child)._flags & VISITED and (
+        mode & WALK_LEAVES or (<Value>child)._code != LEAF or _python_rule(child))
 
 
 cdef Py_ssize_t _record(Value root, _Buf* order, int mode) except -1:
@@ -98,7 +106,7 @@ cdef Py_ssize_t _record(Value root, _Buf* order, int mode) except -1:
                 # first visit: push the operands; p stays below them on the stack
                 _set_flags(<Value>p, VISITED)
                 if (<Value>p)._code == CUSTOM:
-                    for c in _get_extra(<Value>p, 2):
+                    for c in _get_extra(<Value>p, EXTRA_CHILDREN):
                         if _wanted(<PyObject*>c, mode):
                             if n + 2 > cap:
                                 _grow(&_stack)
@@ -129,7 +137,8 @@ cdef Py_ssize_t _record(Value root, _Buf* order, int mode) except -1:
                         emitting = NULL
                     out[n_out] = p
                     n_out += 1
-                    if mode & WALK_CHECK and _can_raise((<Value>p)._code):
+                    if (mode & WALK_CHECK and _can_raise((<Value>p)._code)
+                            and not (<Value>p)._flags & USER_RULE):
                         _check_partials((<Value>p)._code, (<Value>p)._a.data, _y(<Value>p))
     except BaseException:
         _unmark(out, n_out)
@@ -171,8 +180,11 @@ cdef inline void _chain(Value out) noexcept:
         _add_grad(<Value>b, dy * out.grad)
 
 
-cdef void _accumulate(PyObject** nodes, Py_ssize_t n) noexcept:
-    """Apply every local rule, root first (reversed topological order); clear the marks."""
+cdef int _accumulate(PyObject** nodes, Py_ssize_t n) except -1:
+    """Apply every local rule, root first (reversed topological order); clear the marks.
+
+    A _backward written in Python runs here too, in the same order; if it raises, the
+    remaining nodes' marks are cleared and the error propagates (as upstream's would)."""
     cdef Py_ssize_t i
     cdef PyObject* p
     for i in range(n - 1, -1, -1):
@@ -180,5 +192,13 @@ cdef void _accumulate(PyObject** nodes, Py_ssize_t n) noexcept:
             __builtin_prefetch(nodes[i - 8])    # large graphs: hide the cache miss
         p = nodes[i]
         _clear_flags(<Value>p, VISITED | DONE)
-        _chain(<Value>p)
+        if _python_rule(p):
+            try:
+                (<object>p)._backward()
+            except BaseException:
+                _unmark(nodes, i)
+                raise
+        else:
+            _chain(<Value>p)
+    return 0
 

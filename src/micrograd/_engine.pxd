@@ -28,6 +28,16 @@ cdef enum:
     INT_EXP = 4      # POWC's exponent was an int: _op shows '**2', not '**2.0'
     HAS_EXTRA = 8    # this node has an entry in _extras (label, hand-built _op/_children)
     TAPED = 16       # an op node recorded by a live Tape (its data may live in the tape)
+    USER_RULE = 32   # the user assigned _backward: the walk calls it instead of the rule
+
+# Fields of a node's entry in the side table of extras (core/extras.pxi).
+cdef enum:
+    EXTRA_LABEL = 0      # label: a str, or None for ''
+    EXTRA_OP = 1         # _op given to Value(): a str, or None to name the op by its code
+    EXTRA_CHILDREN = 2   # _children given to Value() (CUSTOM nodes): a tuple of Values
+    EXTRA_RULE = 3       # the function assigned to _backward (with USER_RULE), or None
+    EXTRA_ATTRS = 4      # attributes the class does not define: a dict, or None
+    N_EXTRAS = 5
 
 # What a walk (core/walk.pxi: _record) does besides ordering the nodes.
 cdef enum:
@@ -76,15 +86,14 @@ ctypedef struct Instr:      # one Tape instruction, 16 bytes: a replay reads one
     int z                   # FMA: b's slot; 0 for the other ops
 
 
-@cython.final        # no subclasses: attribute access and calls bind statically
-@cython.no_gc        # children are always older nodes, so no cycle can exist: skip the GC
-cdef class Value:
+@cython.no_gc        # no GC header (16 bytes per node): see core/extras.pxi for the one
+cdef class Value:    # cycle a node can be in, through a _backward closure
     cdef public double data     # forward value (always a C double)
     cdef public double grad     # d(root)/d(self), accumulated by backward()
     cdef Value _a               # first operand, None for a leaf
     cdef _Second _second        # second operand or POWC's exponent: read with _b and _y
     cdef unsigned char _code    # op code: selects the forward and the local-gradient rule
-    cdef unsigned char _flags   # VISITED | DONE | INT_EXP | HAS_EXTRA | TAPED bits
+    cdef unsigned char _flags   # VISITED | DONE | INT_EXP | HAS_EXTRA | TAPED | USER_RULE
     cdef unsigned int _slot     # scratch: this node's slot in the Tape being recorded
     # (data..._slot fill 38 bytes after the 16-byte object header: 56 in all with padding,
     # no GC header; no op has both a second operand and an exponent, so they share 8 bytes)
