@@ -35,4 +35,4 @@ include "core/node.pxi"
 include "core/walk.pxi"
 include "core/tape.pxi"
 
-_install_allocator(Value)
+_install_slots(Value)

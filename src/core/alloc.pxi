@@ -1,5 +1,5 @@
 # The node allocator: Value's tp_alloc and tp_dealloc, written here and installed into
-# the type by _install_allocator (Cython's generated pair does more than a node needs).
+# the type by _install_slots (Cython's generated pair does more than a node needs).
 # The twin has no counterpart: CPython allocates and frees its nodes.
 #
 # Freeing: a deep chain must not free itself by C recursion (tp_dealloc calling
@@ -15,6 +15,8 @@ cdef extern from "Python.h":
         void (*tp_dealloc)(PyObject*)
         PyObject* (*tp_alloc)(_TypeSlots*, Py_ssize_t)
         void (*tp_free)(void*)
+        PyObject* (*tp_getattro)(PyObject*, PyObject*)
+        const char* tp_name
     _TypeSlots* _type_of "Py_TYPE"(PyObject*)
     PyObject* _init_object "PyObject_Init"(PyObject*, _TypeSlots*)
     void _fetch_error "PyErr_Fetch"(PyObject**, PyObject**, PyObject**)
@@ -54,7 +56,7 @@ cdef extern from *:
     PyObject* PyErr_NoMemory() noexcept     # sets MemoryError; tp_alloc then returns NULL
 
 
-cdef Py_ssize_t _node_size = 0      # Value's tp_basicsize (set by _install_allocator)
+cdef Py_ssize_t _node_size = 0      # Value's tp_basicsize (set by _install_slots)
 cdef Py_ssize_t _per_chunk = 0      # node slots per chunk
 cdef _Chunk* _current = NULL        # nodes are allocated from here...
 cdef _Chunk* _partial = NULL        # ...and, when it is full, from these chunks' freed slots
@@ -170,7 +172,11 @@ cdef void _drop_extra(PyObject* o) noexcept:
     cdef PyObject* tb
     _fetch_error(&t, &v, &tb)
     try:
-        _extras.pop(<Py_ssize_t>o, None)     # keyed by id(node), i.e. its address
+        entry = _extras.pop(<Py_ssize_t>o, None)     # keyed by id(node), i.e. its address
+        if entry is not None and entry[EXTRA_CHILDREN] is not None:
+            for child in entry[EXTRA_CHILDREN]:
+                _note_rule_child(<PyObject*>child)
+        entry = None                # freed here, before the error is restored
     except BaseException:
         pass
     _restore_error(t, v, tb)
@@ -181,6 +187,9 @@ cdef void _value_dealloc(PyObject* o) noexcept:
     global _draining, _n_pending
     if (<Value>o)._flags & HAS_EXTRA:
         _drop_extra(o)
+    _note_rule_child(<PyObject*>(<Value>o)._a)
+    if _b(<Value>o) != NULL:
+        _note_rule_child(_b(<Value>o))
     _release(<PyObject*>(<Value>o)._a)     # the dying node's two references
     if _b(<Value>o) != NULL:
         _release(_b(<Value>o))
@@ -197,11 +206,13 @@ cdef void _value_dealloc(PyObject* o) noexcept:
     _draining = False
 
 
-cdef void _install_allocator(type node_type) noexcept:
-    """Install the pair above into Value (and tell CPython the type changed)."""
+cdef void _install_slots(type node_type) noexcept:
+    """Install the pair above, and the attribute lookup of core/extras.pxi, into Value
+    (and tell CPython the type changed)."""
     global _node_size, _per_chunk
     _node_size = (<_TypeSlots*>node_type).tp_basicsize
     _per_chunk = (CHUNK - CHUNK_HEADER) // _node_size
     (<_TypeSlots*>node_type).tp_alloc = _value_alloc
     (<_TypeSlots*>node_type).tp_dealloc = _value_dealloc
+    (<_TypeSlots*>node_type).tp_getattro = _value_getattro
     PyType_Modified(node_type)

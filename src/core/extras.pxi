@@ -8,6 +8,8 @@
 
 cdef dict _extras = {}
 
+from libc.string cimport strrchr
+
 cdef extern from "Python.h":
     PyObject* _type_lookup "_PyType_Lookup"(_TypeSlots* type, PyObject* name)
     int PyObject_GenericSetAttr(object o, object name, PyObject* value) except -1
@@ -18,6 +20,11 @@ cdef extern from "Python.h":
     Py_ssize_t PyTuple_GET_SIZE(PyObject* o)
     PyObject* PyTuple_GET_ITEM(PyObject* o, Py_ssize_t i)
     PyObject* PyList_GET_ITEM(PyObject* o, Py_ssize_t i)
+    PyObject* _generic_getattr "_PyObject_GenericGetAttrWithDict"(
+        PyObject* o, PyObject* name, PyObject* dict, int suppress)
+    PyObject* PyErr_Occurred()
+    PyObject* PyErr_Format(object exc, const char* fmt, ...)
+    PyObject* PyDict_GetItem(PyObject* d, PyObject* key)    # borrowed; never raises
 
 
 cdef object _get_extra(Value v, int field):
@@ -71,12 +78,42 @@ cdef int _del_attribute(Value v, object name) except -1:
     return 0
 
 
-cdef object _get_attribute(Value v, object name):
-    """Called when the class has no attribute name: the node's own, if set."""
-    attrs = _get_extra(v, EXTRA_ATTRS)
-    if attrs is not None and name in attrs:
-        return attrs[name]
-    raise AttributeError("'%s' object has no attribute '%s'" % (type(v).__name__, name))
+cdef PyObject* _value_getattro(PyObject* o, PyObject* name) noexcept:
+    """tp_getattro: the generic lookup, then the node's own attributes. Written in C and
+    installed by _install_slots, not as __getattr__: a failed lookup (numpy probes its
+    operands for __array_priority__ and the like) then costs no Python frame."""
+    cdef PyObject* found = _generic_getattr(o, name, NULL, 1)     # 1: no error if missing
+    cdef const char* cls
+    cdef const char* dot
+    if found != NULL or PyErr_Occurred() != NULL:
+        return found
+    if (<Value>o)._flags & HAS_EXTRA:
+        found = _own_value(<Value>o, name)
+        if found != NULL:
+            return found
+    cls = _type_of(o).tp_name
+    dot = strrchr(cls, 46)                                  # 46: '.'; upstream says 'Value'
+    if dot != NULL:
+        cls = dot + 1
+    PyErr_Format(AttributeError, "'%.50s' object has no attribute '%U'", cls, name)
+    return NULL
+
+
+cdef PyObject* _own_value(Value v, PyObject* name) noexcept:
+    """A new reference to v's attribute name from the side table, or NULL."""
+    cdef object key = id(v)
+    cdef PyObject* entry = PyDict_GetItem(<PyObject*>_extras, <PyObject*>key)
+    cdef PyObject* attrs
+    cdef PyObject* found
+    if entry == NULL:
+        return NULL
+    attrs = PyList_GET_ITEM(entry, EXTRA_ATTRS)
+    if attrs == <PyObject*>None:
+        return NULL
+    found = PyDict_GetItem(attrs, name)
+    if found != NULL:
+        Py_INCREF(<object>found)
+    return found
 
 
 # -- user rules ----------------------------------------------------------------------
@@ -128,17 +165,34 @@ cdef bint _only_self_held(object key, list entry) noexcept:
     return n > 0 and Py_REFCNT(node) == n                                  # count of ours
 
 
+cdef list _rule_children = []     # ids of nodes with a user rule whose parent died
+
+
+cdef void _note_rule_child(PyObject* child) noexcept:
+    """A node just lost a parent: if it has a user rule, it may be garbage now (a chain
+    of lecture-style nodes dropped at once is freed in one collection, not one a level)."""
+    if child != <PyObject*>None and (<Value>child)._flags & USER_RULE:
+        try:
+            _rule_children.append(<Py_ssize_t>child)
+        except BaseException:
+            pass                # out of memory: the next full scan finds it
+
+
 def _collect_rule_cycles(phase, info):
     """gc callback: drop the functions of nodes that only they keep alive."""
+    global _rule_children
     if phase != "start" or not _extras:
         return
+    _rule_children = []
     garbage = [key for key, entry in _extras.items() if _only_self_held(key, entry)]
-    for key in garbage:
-        # checked again: dropping one function runs finalizers, which may change others
-        entry = _extras.get(key)
-        if entry is not None and _only_self_held(key, entry):
-            (<Value><PyObject*><Py_ssize_t>key)._flags &= ~USER_RULE
-            entry[EXTRA_RULE] = None        # frees fn, its cells, then the node
+    while garbage:
+        for key in garbage:
+            # checked again: dropping one function runs finalizers, which may change others
+            entry = _extras.get(key)
+            if entry is not None and _only_self_held(key, entry):
+                (<Value><PyObject*><Py_ssize_t>key)._flags &= ~USER_RULE
+                entry[EXTRA_RULE] = None    # frees fn, its cells, then the node
+        garbage, _rule_children = _rule_children, []
 
 
 import gc as _gc

@@ -155,9 +155,6 @@ cdef class Value:
         _chain(self)
 
     # -- attributes the class does not define (core/extras.pxi) ------------------------
-    def __getattr__(self, name):
-        return _get_attribute(self, name)
-
     def __setattr__(self, name, value):
         _set_attribute(self, name, value)
 

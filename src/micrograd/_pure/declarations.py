@@ -25,6 +25,17 @@ VISITED = 1      # entered by the current topological walk (cleared when it ends
 DONE = 2         # appended to the current walk's order (cleared when it ends)
 INT_EXP = 4      # POWC's exponent was an int: _op shows '**2', not '**2.0'
 HAS_EXTRA = 8    # this node has extras (label, hand-built _op/_children)
+USER_RULE = 32   # the user assigned _backward: the walk calls it instead of the rule
+# (The core's TAPED = 16 marks nodes whose data may live in a tape; the twin writes
+# every node back after a replay, so it has none.)
+
+# Fields of a node's extras (extras.py).
+EXTRA_LABEL = 0      # label: a str, or None for ''
+EXTRA_OP = 1         # _op given to Value(): a str, or None to name the op by its code
+EXTRA_CHILDREN = 2   # _children given to Value() (CUSTOM nodes): a tuple of Values
+EXTRA_RULE = 3       # the function assigned to _backward (with USER_RULE), or None
+EXTRA_ATTRS = 4      # the core's attribute dict; the twin's Value has a __dict__
+N_EXTRAS = 5
 
 # What a walk (walk.py: _record) does besides ordering the nodes.
 WALK_CHECK = 1   # raise, before anything changes, what backward would raise

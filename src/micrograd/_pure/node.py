@@ -1,13 +1,16 @@
 """The node: the Value class, building nodes, pickling. The twin of ``src/core/node.pxi``.
 
-The core keeps the rare per-node extras (label, hand-built ``_op``/``_children``) in a
-side table keyed by id(node) so that its node stays 56 bytes; here they sit in a slot.
+The twin's Value has a ``__dict__`` (for attributes the class does not define, see
+extras.py) and its data and grad are properties (the core's are C doubles).
 """
 import numbers as _numbers
 
 from micrograd._pure.declarations import (
     LEAF, ADD, MUL, POWC, POW, RELU, TANH, EXP, LOG, SIGMOID, CUSTOM,
-    INT_EXP, HAS_EXTRA, WALK_CHECK)
+    INT_EXP, HAS_EXTRA, USER_RULE, WALK_CHECK,
+    EXTRA_LABEL, EXTRA_OP, EXTRA_CHILDREN, EXTRA_RULE, EXTRA_ATTRS, N_EXTRAS)
+from micrograd._pure import walk as _walk
+from micrograd._pure.extras import _get_extra, _set_extra, _set_rule, _clear_rule
 from micrograd._pure.rules import _forward, _pow, _can_raise, _check_partials
 from micrograd._pure.walk import _begin_walk, _end_walk, _record, _accumulate, _chain, _y
 
@@ -24,15 +27,20 @@ class Value:
         '_b',       # second operand, None for unary ops and POWC
         '_c',       # POWC's exponent; unused by other ops
         '_code',    # op code: selects the forward and the local-gradient rule
-        '_flags',   # VISITED | DONE | INT_EXP | HAS_EXTRA bits
-        '_extra',   # [label, op string, children] or None (the C core: a side table)
+        '_flags',   # VISITED | DONE | INT_EXP | HAS_EXTRA | USER_RULE bits
+        '_extra',   # EXTRA_* fields or None (the C core: a side table)
         '_slot',    # scratch: this node's slot in the Tape being recorded
+        '__dict__',  # attributes the class does not define (the core: its side table)
     )
 
     def __init__(self, data, _children=(), _op='', label=''):
         if type(data) is not float and isinstance(data, _numbers.Complex) and not isinstance(data, _numbers.Real):
             # float() would only warn and drop a numpy complex's imaginary part
             raise TypeError("can't convert complex to float")
+        if getattr(self, "_code", LEAF) != LEAF or getattr(self, "_flags", 0):
+            if _walk._walking:    # as the core: resetting drops children a walk points into
+                raise RuntimeError("Value.__init__ on an existing node while a graph is "
+                                   "being walked (from a _backward, finalizer or gc callback?)")
         self.data = _as_double(data)
         self.grad = 0.0
         self._a = self._b = self._extra = None
@@ -42,12 +50,12 @@ class Value:
         if _children:
             _children = tuple(_children)
             for child in _children:
-                if type(child) is not Value:
+                if not isinstance(child, Value):
                     raise TypeError("_children must be Values, not %s" % type(child).__name__)
             self._code = CUSTOM
-            _set_extra(self, 2, _children)
+            _set_extra(self, EXTRA_CHILDREN, _children)
         if _op:
-            _set_extra(self, 1, str(_op))
+            _set_extra(self, EXTRA_OP, str(_op))
         if label != '':
             self.label = label
 
@@ -96,7 +104,7 @@ class Value:
     def __pow__(self, other, modulo=None):
         if modulo is not None:
             return NotImplemented
-        if type(other) is Value:
+        if isinstance(other, Value):
             return _binary(POW, self, other)
         if not _is_number(other):
             return NotImplemented
@@ -114,7 +122,7 @@ class Value:
         return _neg(self)
 
     def __sub__(self, other):               # self - other
-        if type(other) is Value:
+        if isinstance(other, Value):
             return _binary(ADD, self, _neg(other))
         if not _is_number(other):
             return NotImplemented
@@ -127,7 +135,7 @@ class Value:
         return _binary(ADD, o, _neg(self))
 
     def __truediv__(self, other):           # self * other**-1
-        if type(other) is Value:
+        if isinstance(other, Value):
             return _binary(MUL, self, _powc(other, -1))
         if not _is_number(other):
             return NotImplemented
@@ -166,8 +174,24 @@ class Value:
         finally:
             _end_walk()
 
+    @property
     def _backward(self):
-        """Apply this node's local-gradient rule once (as upstream's closure does)."""
+        """This node's local-gradient step, called once per node by backward(): the
+        function assigned to it, or the built-in rule of its op."""
+        if self._flags & USER_RULE:
+            return _get_extra(self, EXTRA_RULE)
+        return self._rule
+
+    @_backward.setter
+    def _backward(self, fn):
+        _set_rule(self, fn)
+
+    @_backward.deleter
+    def _backward(self):
+        _clear_rule(self)
+
+    def _rule(self):
+        """Apply the built-in local-gradient rule of this node's op once."""
         if _can_raise(self._code):
             _check_partials(self._code, self._a.data, _y(self))
         _chain(self)
@@ -176,38 +200,63 @@ class Value:
     @property
     def _prev(self):
         if self._code == CUSTOM:
-            return set(_get_extra(self, 2))
+            return set(_get_extra(self, EXTRA_CHILDREN))
         if self._a is None:
             return set()
         if self._b is None:
             return {self._a}
         return {self._a, self._b}
 
+    @_prev.setter
+    def _prev(self, children):
+        """Upstream's Value sets _prev in __init__: accepted on leaves and hand-built
+        nodes (it makes them CUSTOM nodes with these children); an op's are its operands."""
+        children = tuple(children)
+        if self._code != LEAF and self._code != CUSTOM:
+            raise AttributeError("_prev of a %r node is given by its operands" % self._op)
+        for child in children:
+            if not isinstance(child, Value):
+                raise TypeError("_prev must hold Values, not %s" % type(child).__name__)
+        if _walk._walking:
+            raise RuntimeError("_prev set while a graph is being walked")
+        self._code = CUSTOM if children else LEAF
+        _set_extra(self, EXTRA_CHILDREN, children if children else None)
+
     @property
     def _op(self):
-        name = _get_extra(self, 1)
+        name = _get_extra(self, EXTRA_OP)
         if name is not None:
             return name
         if self._code == POWC:
             return '**%r' % (int(self._c) if self._flags & INT_EXP else self._c)
         return _OP_NAMES[self._code]
 
+    @_op.setter
+    def _op(self, name):
+        if type(name) is not str:
+            raise TypeError("_op must be a str, not %s" % type(name).__name__)
+        _set_extra(self, EXTRA_OP, name)
+
     @property
     def label(self):
-        label = _get_extra(self, 0)
+        label = _get_extra(self, EXTRA_LABEL)
         return '' if label is None else label
 
     @label.setter
     def label(self, label):
         if type(label) is not str:
             raise TypeError("label must be a str, not %s" % type(label).__name__)
-        _set_extra(self, 0, label)
+        _set_extra(self, EXTRA_LABEL, label)
 
     def __repr__(self):
         return f"Value(data={self.data}, grad={self.grad})"
 
     def __reduce__(self):
-        extra = tuple(self._extra) if self._flags & HAS_EXTRA else None
+        extra = list(self._extra) if self._flags & HAS_EXTRA else None
+        if self.__dict__:           # pickled where the core keeps its attributes
+            extra = extra or [None] * N_EXTRAS
+            extra[EXTRA_ATTRS] = dict(self.__dict__)
+        extra = None if extra is None else tuple(extra)
         return (_rebuild, (self.data, self.grad, self._code, self._a, self._b, self._c,
                            self._flags & INT_EXP, extra))
 
@@ -218,8 +267,14 @@ def _rebuild(data, grad, op, a, b, c, int_exp, extra):
     v.grad = grad
     v._flags = int_exp
     if extra is not None:
-        v._extra = list(extra)
+        entry = list(extra) + [None] * (N_EXTRAS - len(extra))
+        if entry[EXTRA_ATTRS] is not None:
+            v.__dict__.update(entry[EXTRA_ATTRS])
+            entry[EXTRA_ATTRS] = None
+        v._extra = entry
         v._flags |= HAS_EXTRA
+        if entry[EXTRA_RULE] is not None:
+            v._flags |= USER_RULE
     return v
 
 
@@ -279,23 +334,11 @@ def _as_double(x):
 
 def _operand(other):
     """other as a Value operand (a new constant leaf for a number), None if not a number."""
-    if type(other) is Value:
+    if isinstance(other, Value):
         return other
     if not _is_number(other):
         return None
     return _leaf(_as_double(other))
 
 
-def _get_extra(v, field):
-    if not v._flags & HAS_EXTRA:
-        return None
-    return v._extra[field]
-
-
-def _set_extra(v, field, item):
-    if not v._flags & HAS_EXTRA:
-        v._extra = [None, None, None]
-        v._flags |= HAS_EXTRA
-    v._extra[field] = item
-
-
+_walk.Value = Value     # walk.py tells plain nodes from subclass instances by it

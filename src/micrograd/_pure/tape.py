@@ -13,7 +13,14 @@ from micrograd._pure.declarations import (
     ADD, MUL, POWC, FMA, WALK_LEAVES, FIELD_DATA, FIELD_GRAD, MARK_FUSED, Instr)
 from micrograd._pure.node import Value
 from micrograd._pure.rules import _forward, _partials, _can_raise, _check_partials
-from micrograd._pure.walk import _begin_walk, _end_walk, _record, _unmark, _set_field
+from micrograd._pure.walk import (
+    _begin_walk, _end_walk, _record, _unmark, _set_field, _python_rule)
+from micrograd._pure.declarations import USER_RULE
+
+
+def _custom_rule(v):
+    """Has v a _backward of its own: assigned, or defined by its subclass?"""
+    return v._flags & USER_RULE or type(v)._backward is not Value._backward
 
 
 class Tape:
@@ -26,7 +33,7 @@ class Tape:
     """
 
     def __init__(self, root):
-        if type(root) is not Value:
+        if not isinstance(root, Value):
             raise TypeError("Tape() needs a Value, not %s" % type(root).__name__)
         if hasattr(self, "code"):
             raise RuntimeError("Tape is already initialised")
@@ -62,6 +69,10 @@ class Tape:
         # the two become one FMA instruction.
         for i in range(n):
             p = order[i]
+            if _python_rule(p) and _custom_rule(p):
+                raise TypeError("a Tape cannot replay the op %r: its _backward is Python "
+                                "code, whose forward rule the Tape does not know; use "
+                                "backward() on this graph" % p._op)
             if p._a is None:            # LEAF, or CUSTOM (its data is taken as given)
                 n_leaves += 1
                 n_shared += refs[i] != 1

@@ -5,8 +5,11 @@ upstream's recursive build_topo and its visited set. The core's growable C array
 (``_Buf``, ``_grow``) are lists here, and its flag helpers plain expressions.
 """
 from micrograd._pure.declarations import (
-    LEAF, CUSTOM, VISITED, DONE, WALK_CHECK, WALK_LEAVES, FIELD_DATA)
+    LEAF, CUSTOM, VISITED, DONE, USER_RULE, WALK_CHECK, WALK_LEAVES, FIELD_DATA,
+    EXTRA_CHILDREN)
 from micrograd._pure.rules import _partials, _can_raise, _check_partials
+
+Value = None         # the node class; node.py sets it (it imports this module first)
 
 _walking = False     # a walk's marks (and a recording Tape's _slot numbers) are in use
 
@@ -36,9 +39,17 @@ def _set_field(v, field, x):
         v.grad = x
 
 
+def _python_rule(v):
+    """Does backward reach v's _backward through Python (a function the user assigned,
+    or a subclass, which may override it)?"""
+    return v._flags & USER_RULE or type(v) is not Value
+
+
 def _wanted(child, mode):
-    """Should the walk enter child? Not twice, and not a leaf unless leaves are wanted."""
-    return not child._flags & VISITED and (mode & WALK_LEAVES or child._code != LEAF)
+    """Should the walk enter child? Not twice, and not a leaf unless leaves are wanted
+    (or it may have a _backward of its own)."""
+    return not child._flags & VISITED and (
+        mode & WALK_LEAVES or child._code != LEAF or _python_rule(child))
 
 
 def _record(root, order, mode):
@@ -60,7 +71,7 @@ def _record(root, order, mode):
                 # first visit: push the operands; p stays below them on the stack
                 p._flags |= VISITED
                 if p._code == CUSTOM:
-                    for c in p._extra[2]:     # the children of a hand-built node
+                    for c in p._extra[EXTRA_CHILDREN]:
                         if _wanted(c, mode):
                             stack.append(c)
                     continue
@@ -78,7 +89,8 @@ def _record(root, order, mode):
                     emitting = p        # if the append runs out of memory, p is on no list
                     order.append(p)
                     emitting = None
-                    if mode & WALK_CHECK and _can_raise(p._code):
+                    if (mode & WALK_CHECK and _can_raise(p._code)
+                            and not p._flags & USER_RULE):
                         _check_partials(p._code, p._a.data, _y(p))
     except BaseException:
         _unmark(order)
@@ -110,9 +122,20 @@ def _chain(out):
 
 
 def _accumulate(nodes):
-    """Apply every local rule, root first (reversed topological order); clear the marks."""
-    for p in reversed(nodes):
+    """Apply every local rule, root first (reversed topological order); clear the marks.
+
+    A _backward written in Python runs here too, in the same order; if it raises, the
+    remaining nodes' marks are cleared and the error propagates (as upstream's would)."""
+    for i in range(len(nodes) - 1, -1, -1):
+        p = nodes[i]
         p._flags &= ~(VISITED | DONE)
-        _chain(p)
+        if _python_rule(p):
+            try:
+                p._backward()
+            except BaseException:
+                _unmark(nodes[:i])
+                raise
+        else:
+            _chain(p)
 
 
