@@ -26,6 +26,9 @@ DONE = 2         # appended to the current walk's order (cleared when it ends)
 INT_EXP = 4      # POWC's exponent was an int: _op shows '**2', not '**2.0'
 HAS_EXTRA = 8    # this node has extras (label, hand-built _op/_children)
 
+# Fields of a node's extras (node.py): [label, _op, _children].
+N_EXTRA = 3
+
 # What a walk (walk.py: _record) does besides ordering the nodes.
 WALK_CHECK = 1   # raise, before anything changes, what backward would raise
 WALK_LEAVES = 2  # record leaves too (a Tape needs them; backward has no rule for them)
