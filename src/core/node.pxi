@@ -24,11 +24,11 @@ cdef class Value:
             _children = tuple(_children)
             for child in _children:
                 if not isinstance(child, Value):
-                    raise TypeError("_children must be Values, not %s" % type(child).__name__)
+                    raise _not_a_value("_children", child)
             self._code = CUSTOM
             _set_extra(self, EXTRA_CHILDREN, _children)
-        if _op:
-            _set_extra(self, EXTRA_OP, str(_op))
+        if _op != '':
+            _set_extra(self, EXTRA_OP, _op_extra(_op))
         if label != '':
             self.label = label
 
@@ -193,7 +193,7 @@ cdef class Value:
     def _op(self):
         name = _get_extra(self, EXTRA_OP)
         if name is not None:
-            return name
+            return None if name == () else name
         if self._code == POWC:
             return '**%r' % (int(self._second.c) if self._flags & INT_EXP else self._second.c)
         return _OP_NAMES[self._code]
@@ -218,6 +218,23 @@ cdef class Value:
     def __repr__(self):
         return f"Value(data={self.data}, grad={self.grad})"
 
+    # data and grad are C doubles; assigning converts as the constructor does
+    @property
+    def data(self):
+        return self.data
+
+    @data.setter
+    def data(self, x):
+        self.data = x if type(x) is float else _as_real(x)
+
+    @property
+    def grad(self):
+        return self.grad
+
+    @grad.setter
+    def grad(self, x):
+        self.grad = x if type(x) is float else _as_real(x)
+
     def __reduce__(self):
         if self._flags & TAPED:
             _observe()
@@ -228,9 +245,12 @@ cdef class Value:
 
 
 def _rebuild(data, grad, op, a, b, c, int_exp, extra):
-    """Unpickle a Value (see Value.__reduce__)."""
-    cdef Value v = _node(data, op, a, b, c)
-    v.grad = grad
+    """Unpickle a Value (see Value.__reduce__). A pickle may come from anywhere: every
+    argument is checked first (TypeError or ValueError), so no pickle can build a node
+    the rules, the walk or a Tape would misread."""
+    _check_rebuild(data, grad, op, a, b, c, int_exp, extra)
+    cdef Value v = _node(_as_real(data), op, a, b, _as_real(c))
+    v.grad = _as_real(grad)
     v._flags = int_exp
     if extra is not None:
         entry = list(extra) + [None] * (N_EXTRAS - len(extra))
@@ -239,6 +259,90 @@ def _rebuild(data, grad, op, a, b, c, int_exp, extra):
         if entry[EXTRA_RULE] is not None:
             v._flags |= USER_RULE
     return v
+
+
+def _check_rebuild(data, grad, op, a, b, c, int_exp, extra):
+    """Raise unless _rebuild's arguments are what Value.__reduce__ gives for some node."""
+    for name, x in (("data", data), ("grad", grad), ("c", c)):
+        if not _is_real(x):
+            raise TypeError("_rebuild: %s must be a real number, not %s" % (name, type(x).__name__))
+    if type(op) is not int:
+        raise TypeError("_rebuild: op must be an int, not %s" % type(op).__name__)
+    if not LEAF <= op < FMA:            # FMA exists only inside a Tape
+        raise ValueError("_rebuild: op %d is not a node's op code" % op)
+    n_operands = 0 if op == LEAF or op == CUSTOM else 2 if op == ADD or op == MUL or op == POW else 1
+    for name, x, wanted in (("a", a, n_operands >= 1), ("b", b, n_operands == 2)):
+        if wanted and not isinstance(x, Value):
+            raise _not_a_value("_rebuild: %s (op %d)" % (name, op), x)
+        if not wanted and x is not None:
+            raise ValueError("_rebuild: op %d takes no %s, got %s" % (op, name, type(x).__name__))
+    if type(int_exp) is not int:
+        raise TypeError("_rebuild: int_exp must be an int, not %s" % type(int_exp).__name__)
+    if int_exp != 0 and not (int_exp == INT_EXP and op == POWC):   # never VISITED, DONE, TAPED...
+        raise ValueError("_rebuild: int_exp must be 0, or %d for op %d (POWC), not %d" % (INT_EXP, POWC, int_exp))
+    if int_exp and not (isfinite(_as_real(c)) and floor(_as_real(c)) == _as_real(c)):
+        raise ValueError("_rebuild: an int exponent must be a whole number, not %r" % (c,))
+    if extra is None:
+        if op == CUSTOM:
+            raise ValueError("_rebuild: a node built by hand (op %d) needs its children" % CUSTOM)
+        return
+    if type(extra) is not tuple or len(extra) not in (3, N_EXTRAS):    # 3: label, _op, _children
+        raise TypeError("_rebuild: extra must be None or a tuple of %d, not %s" % (N_EXTRAS, type(extra).__name__))
+    label, name, children = extra[:3]
+    if len(extra) == N_EXTRAS:
+        if extra[EXTRA_RULE] is not None and not callable(extra[EXTRA_RULE]):
+            raise TypeError("_rebuild: _backward must be callable, not %s" % type(extra[EXTRA_RULE]).__name__)
+        attrs = extra[EXTRA_ATTRS]
+        if attrs is not None and (type(attrs) is not dict or not all(type(k) is str for k in attrs)):
+            raise TypeError("_rebuild: attributes must be a dict with str keys")
+    if label is not None and type(label) is not str:
+        raise TypeError("_rebuild: label must be a str or None, not %s" % type(label).__name__)
+    if name is not None and name != () and type(name) is not str:
+        raise TypeError("_rebuild: _op must be a str or None, not %s" % type(name).__name__)
+    if (children is not None) != (op == CUSTOM):
+        raise ValueError("_rebuild: children go with op %d (a node built by hand) only" % CUSTOM)
+    if children is not None:
+        if type(children) is not tuple or not children:
+            raise TypeError("_rebuild: children must be a non-empty tuple, not %s" % type(children).__name__)
+        for child in children:
+            if not isinstance(child, Value):
+                raise _not_a_value("_rebuild: children", child)
+
+
+def _is_real(x):
+    """A real number, as a node's data: not complex, str or a foreign object."""
+    return type(x) is float or type(x) is int or isinstance(x, _numbers.Real)
+
+
+def _op_extra(_op):
+    """How an _op given to Value() is kept in the extras: as given, () for None."""
+    if _op is None:
+        return ()
+    if not isinstance(_op, str):
+        raise TypeError("_op must be a str or None, not %s" % type(_op).__name__)
+    return _op
+
+
+_OTHER_CORE = 'micrograd._pure'    # the twin's module (its Value is micrograd._pure.node.Value)
+
+
+def _other_core_value(x):
+    """The other core's Value class if x is one of its Values (or subclasses), else None."""
+    for cls in type(x).__mro__:
+        if cls.__name__ == 'Value' and cls.__module__.startswith(_OTHER_CORE):
+            return cls
+    return None
+
+
+def _not_a_value(what, x):
+    """The TypeError for x where a Value is needed: a plain one, or, for the other core's
+    Value, one that says the two cores cannot share a graph."""
+    cls = _other_core_value(x)
+    if cls is not None:
+        return TypeError("%s: a %s.Value cannot be mixed with micrograd._engine Values in one "
+                         "graph (the compiled core and the pure-Python twin each have their "
+                         "own Value)" % (what, cls.__module__))
+    return TypeError("%s must be Values, not %s" % (what, type(x).__name__))
 
 
 # Building nodes. Value.__new__ skips __init__; the chunk allocator makes it cheap.
@@ -299,6 +403,8 @@ cdef Value _powc(Value a, object exponent):
     cdef Value v = _node(_forward(POWC, a.data, c), POWC, a, None, c)
     if isinstance(exponent, int):
         v._flags = INT_EXP
+        if type(exponent) is bool:      # upstream's f'**{other}' names it '**True'
+            _set_extra(v, 1, '**%r' % exponent)
     return v
 
 
@@ -307,11 +413,24 @@ cdef inline bint _is_number(object x):
     complex or an array (an array operand is left to numpy, as float * array is)."""
     if type(x) is float or type(x) is int:
         return True
-    return isinstance(x, _numbers.Real) or (isinstance(x, _numbers.Number) and not isinstance(x, _numbers.Complex))
+    if isinstance(x, _numbers.Real) or (isinstance(x, _numbers.Number) and not isinstance(x, _numbers.Complex)):
+        return True
+    if _other_core_value(x) is not None:
+        raise _not_a_value("operand", x)    # the other core's Value: say so
+    return False
 
 
 cdef inline double _as_double(object x) except? -1.0:
     return x        # Cython: PyFloat_AsDouble, OverflowError for ints beyond float range
+                    # (a float subclass: its stored value, never its __float__)
+
+
+cdef double _as_real(object x) except? -1.0:
+    """x as a node's number: as _as_double, but a complex (numpy's too) is a TypeError,
+    not a ComplexWarning and a dropped imaginary part."""
+    if type(x) is not float and isinstance(x, _numbers.Complex) and not isinstance(x, _numbers.Real):
+        raise TypeError("can't convert complex to float")
+    return x
 
 
 cdef inline Value _operand(object other):

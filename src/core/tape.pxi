@@ -14,17 +14,52 @@
 
 cdef Py_ssize_t _n_stale = 0     # live tapes whose nodes lag behind their arrays
 cdef bint _observed = False      # internals of a live tape were reached: write all back
-_live_tapes = weakref.WeakSet()
+# The live tapes: a doubly linked list through Tape._live_prev/_live_next, borrowed
+# pointers (a tape links itself when recorded and unlinks itself when freed). Walking
+# it runs no Python code, so no other thread can change it meanwhile (a WeakSet's
+# iteration could fail with "Set changed size during iteration").
+cdef PyObject* _live_head = NULL
+
+
+cdef void _link_live(Tape t) noexcept:
+    global _live_head
+    t._live_prev = NULL
+    t._live_next = _live_head
+    if _live_head != NULL:
+        (<Tape>_live_head)._live_prev = <PyObject*>t
+    _live_head = <PyObject*>t
+
+
+cdef void _unlink_live(Tape t) noexcept:
+    global _live_head
+    if t._live_prev != NULL:
+        (<Tape>t._live_prev)._live_next = t._live_next
+    elif _live_head == <PyObject*>t:
+        _live_head = t._live_next
+    else:
+        return                          # never linked (its recording failed)
+    if t._live_next != NULL:
+        (<Tape>t._live_next)._live_prev = t._live_prev
+    t._live_prev = t._live_next = NULL
+
+
+cdef int _ready(Tape t) except -1:
+    """Raise unless t was recorded (Tape.__new__(Tape) skips __init__)."""
+    if t._nodes == NULL:
+        raise RuntimeError("Tape is not initialised: create it as Tape(root)")
+    return 0
 
 
 cdef void _sync_tapes(Tape keep=None) except *:
     """Copy every stale tape's arrays (but keep's) into its nodes, before Python or
     another tape reads them. Replays sync the others first, so at most one tape is
     stale and a node shared by two tapes ends up with the latest replay's values."""
+    cdef PyObject* p = _live_head
     if _n_stale:
-        for tape in list(_live_tapes):
-            if tape is not keep:
-                (<Tape>tape)._sync()
+        while p != NULL:
+            if p != <PyObject*>keep:
+                (<Tape>p)._sync()       # C only: the list cannot change meanwhile
+            p = (<Tape>p)._live_next
 
 
 cdef void _observe() except *:
@@ -81,7 +116,7 @@ cdef class Tape:
             free(mark)
         memcpy(self.spare, self.val, self.n_slots * sizeof(double))    # constants in both
         self._root = root
-        _live_tapes.add(self)
+        _link_live(self)
 
     cdef int _plan(self, Value root, Py_ssize_t n, int* refs, unsigned char* mark) except -1:
         """Count each node's consumers (refs) and decide its place (mark); allocate."""
@@ -234,15 +269,15 @@ cdef class Tape:
         global _observed
         cdef Py_ssize_t s
         cdef PyObject* p
+        _unlink_live(self)
         for s in range(self.n_leaves, self.n_leaves + self.n_ops):
             p = self._nodes[s]
             _clear_flags(<Value>p, TAPED)
-        if _live_tapes is None:         # interpreter shutdown: module globals are gone
-            return
-        for tape in _live_tapes:
-            if tape is not self:
-                (<Tape>tape)._tag()
-        if not len(_live_tapes):
+        p = _live_head
+        while p != NULL:
+            (<Tape>p)._tag()
+            p = (<Tape>p)._live_next
+        if _live_head == NULL:
             _observed = False
 
     cdef void _tag(self) noexcept:
@@ -319,6 +354,7 @@ cdef class Tape:
         cdef Instr* code = self.code
         cdef Instr c
         cdef double a, out
+        _ready(self)
         _sync_tapes(self)
         for s in range(base):
             val[s] = (<Value>self._nodes[s]).data
@@ -349,6 +385,7 @@ cdef class Tape:
         cdef Instr c
         cdef double g, dx, dy
         cdef PyObject* p
+        _ready(self)
         _sync_tapes(self)
         for s in range(self.n_checked):         # raise before any grad changes
             k = self.checked[s]
@@ -387,7 +424,11 @@ cdef class Tape:
         self._write_back(FIELD_GRAD)
 
     def __len__(self):
+        _ready(self)
         return self.n_leaves + self.n_ops
+
+    def __reduce__(self):
+        raise TypeError("cannot pickle 'Tape' object: record a new Tape from the unpickled root")
 
     @property
     def root(self):
@@ -396,12 +437,14 @@ cdef class Tape:
     @property
     def leaves(self):
         """The recorded nodes without a rule (parameters, inputs, constants), in order."""
+        _ready(self)
         return [<Value>self._nodes[s] for s in range(self.n_leaves)]
 
     @property
     def nodes(self):
         """Every recorded node, leaves first, then op nodes in topological order."""
         cdef Py_ssize_t j, k, base = self.n_leaves
+        _ready(self)
         _observe()
         nodes = [<Value>self._nodes[s] for s in range(base)]
         j = 0
@@ -415,14 +458,17 @@ cdef class Tape:
     def instructions(self):
         """The program a replay runs: (op, x, y, z) per instruction, slots as numbered
         when recorded (op codes as in micrograd/_engine.pxd; z is 0 but for FMA)."""
+        _ready(self)
         return [(self.code[k].op, self.code[k].x, self.code[k].y, self.code[k].z)
                 for k in range(self.n_code)]
 
     @property
     def n_instructions(self):
         """How many instructions a replay runs: one per op node, less the fused MULs."""
+        _ready(self)
         return self.n_code
 
     def __repr__(self):
+        _ready(self)
         return "Tape(%d nodes, %d leaves, %d instructions)" % (
             len(self), self.n_leaves, self.n_code)

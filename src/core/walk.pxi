@@ -9,6 +9,8 @@ cdef _Buf _order = _Buf(NULL, 0)
 
 
 cdef bint _walking = False      # a walk's marks, _order and _stack are in use
+cdef unsigned long _walker = 0  # the thread walking, while _walking
+cdef PyThread_type_lock _walk_lock = PyThread_allocate_lock()   # held while _walking
 
 
 cdef int _begin_walk() except -1:
@@ -16,18 +18,37 @@ cdef int _begin_walk() except -1:
 
     Python code can run in the middle of a walk only through the garbage collector
     (a finalizer or gc callback, while an error is raised); a backward() or Tape() from
-    there would clobber the outer walk's arrays and marks, so it raises instead."""
-    global _walking
-    if _walking:
-        raise RuntimeError("backward() or Tape() called while another one is walking a graph "
-                           "(from a finalizer or a gc callback?)")
+    there would clobber the outer walk's arrays and marks, so it raises instead. Such
+    Python code may also let another thread run: that thread's walk waits for this one."""
+    global _walking, _walker
+    if not PyThread_acquire_lock(_walk_lock, NOWAIT_LOCK):
+        if _walker == PyThread_get_thread_ident():
+            raise RuntimeError("backward() or Tape() called while another one is walking a graph "
+                               "(from a finalizer or a gc callback?)")
+        with nogil:                     # another thread's walk, paused: let it finish
+            PyThread_acquire_lock(_walk_lock, WAIT_LOCK)
     _walking = True
+    _walker = PyThread_get_thread_ident()
     return 0
 
 
 cdef inline void _end_walk() noexcept:
-    global _walking
+    global _walking, _walker
     _walking = False
+    _walker = 0
+    PyThread_release_lock(_walk_lock)
+    _shrink(&_stack)
+    _shrink(&_order)
+
+
+cdef inline void _shrink(_Buf* buf) noexcept:
+    """Give back what a walk over a huge graph grew buf to, beyond SCRATCH_CACHE items."""
+    cdef PyObject** kept
+    if buf.cap > SCRATCH_CACHE:
+        kept = <PyObject**>realloc(buf.items, SCRATCH_CACHE * sizeof(PyObject*))
+        if kept != NULL:                # else keep it all: nothing is lost
+            buf.items = kept
+            buf.cap = SCRATCH_CACHE
 
 
 cdef int _grow(_Buf* buf) except -1:

@@ -75,6 +75,10 @@ ctypedef union _Second:     # a node's second input; which member is set, its op
                             # NULL for leaves and unary ops
     double c                # POWC: the constant exponent
 
+cdef enum:
+    SCRATCH_CACHE = 1 << 17 # items (1 MiB) a walk's scratch arrays keep between walks; a
+                            # demo step's graph (~66k nodes) fits, a bigger one's rest is freed
+
 cdef struct _Buf:           # a growable C array of node pointers (core/walk.pxi)
     PyObject** items        # borrowed pointers, unless the owner (a Tape) increfs them
     Py_ssize_t cap          # allocated length of items
@@ -88,8 +92,8 @@ ctypedef struct Instr:      # one Tape instruction, 16 bytes: a replay reads one
 
 @cython.no_gc        # no GC header (16 bytes per node): see core/extras.pxi for the one
 cdef class Value:    # cycle a node can be in, through a _backward closure
-    cdef public double data     # forward value (always a C double)
-    cdef public double grad     # d(root)/d(self), accumulated by backward()
+    cdef double data            # forward value (always a C double; property in node.pxi)
+    cdef double grad            # d(root)/d(self), accumulated by backward() (property too)
     cdef Value _a               # first operand, None for a leaf
     cdef _Second _second        # second operand or POWC's exponent: read with _b and _y
     cdef unsigned char _code    # op code: selects the forward and the local-gradient rule
@@ -126,7 +130,9 @@ cdef class Tape:
     cdef bint stale_data        # op nodes' Value.data lag behind val
     cdef bint stale_grad        # op nodes' Value.grad lag behind grd
     cdef Value _root            # the recorded root (Tape.root)
-    cdef object __weakref__     # for _live_tapes
+    cdef PyObject* _live_prev   # links in the list of live tapes (core/tape.pxi: _live_head),
+    cdef PyObject* _live_next   #   borrowed; NULL at its ends and while not linked
+    cdef object __weakref__     # users may hold weak references to a tape
 
     cdef int _plan(self, Value root, Py_ssize_t n, int* refs, unsigned char* mark) except -1
     cdef void _place(self, Py_ssize_t n, int* refs, unsigned char* mark) noexcept

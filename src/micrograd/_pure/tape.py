@@ -23,6 +23,12 @@ def _custom_rule(v):
     return v._flags & USER_RULE or type(v)._backward is not Value._backward
 
 
+def _ready(t):
+    """Raise unless t was recorded (Tape.__new__(Tape) skips __init__)."""
+    if getattr(t, "_nodes", None) is None:
+        raise RuntimeError("Tape is not initialised: create it as Tape(root)")
+
+
 class Tape:
     """The graph below a root, recorded in topological order for replay.
 
@@ -170,6 +176,7 @@ class Tape:
 
     def forward(self):
         """Recompute every node from the leaves' current data; return the root's data."""
+        _ready(self)
         base, val, code = self.n_leaves, self.spare, self.code
         for s in range(base):
             val[s] = self._nodes[s].data
@@ -187,6 +194,7 @@ class Tape:
     def backward(self):
         """Gradients of the root, as root.backward() on a freshly built graph: op nodes'
         grads restart from 0, the root's is 1, leaves' grads accumulate."""
+        _ready(self)
         base, val, grd, code = self.n_leaves, self.val, self.grd, self.code
         for k in self.checked:                  # raise before any grad changes
             c = code[k]
@@ -219,7 +227,11 @@ class Tape:
         self._write_back(FIELD_GRAD)
 
     def __len__(self):
+        _ready(self)
         return self.n_leaves + self.n_ops
+
+    def __reduce__(self):
+        raise TypeError("cannot pickle 'Tape' object: record a new Tape from the unpickled root")
 
     @property
     def root(self):
@@ -228,11 +240,13 @@ class Tape:
     @property
     def leaves(self):
         """The recorded nodes without a rule (parameters, inputs, constants), in order."""
+        _ready(self)
         return self._nodes[:self.n_leaves]
 
     @property
     def nodes(self):
         """Every recorded node, leaves first, then op nodes in topological order."""
+        _ready(self)
         base = self.n_leaves
         nodes = self._nodes[:base]
         j = 0
@@ -246,13 +260,16 @@ class Tape:
     def instructions(self):
         """The program a replay runs: (op, x, y, z) per instruction, slots as numbered
         when recorded (op codes as in declarations.py; z is 0 but for FMA)."""
+        _ready(self)
         return [(c.op, c.x, c.y, c.z) for c in self.code]
 
     @property
     def n_instructions(self):
         """How many instructions a replay runs: one per op node, less the fused MULs."""
+        _ready(self)
         return self.n_code
 
     def __repr__(self):
+        _ready(self)
         return "Tape(%d nodes, %d leaves, %d instructions)" % (
             len(self), self.n_leaves, self.n_code)

@@ -4,6 +4,8 @@ The twin of ``src/core/walk.pxi``. An explicit stack and per-node marks replace
 upstream's recursive build_topo and its visited set. The core's growable C arrays
 (``_Buf``, ``_grow``) are lists here, and its flag helpers plain expressions.
 """
+import threading
+
 from micrograd._pure.declarations import (
     LEAF, CUSTOM, VISITED, DONE, USER_RULE, WALK_CHECK, WALK_LEAVES, FIELD_DATA,
     EXTRA_CHILDREN)
@@ -12,6 +14,8 @@ from micrograd._pure.rules import _partials, _can_raise, _check_partials
 Value = None         # the node class; node.py sets it (it imports this module first)
 
 _walking = False     # a walk's marks (and a recording Tape's _slot numbers) are in use
+_walker = 0          # the thread walking, while _walking
+_walk_lock = threading.Lock()   # held while _walking
 
 
 def _begin_walk():
@@ -19,17 +23,23 @@ def _begin_walk():
 
     Python code can run in the middle of a walk through the garbage collector (a
     finalizer or gc callback); a backward() or Tape() from there would clobber the
-    outer walk's marks, so it raises instead, as the compiled core does."""
-    global _walking
-    if _walking:
-        raise RuntimeError("backward() or Tape() called while another one is walking a graph "
-                           "(from a finalizer or a gc callback?)")
+    outer walk's marks, so it raises instead, as the compiled core does. Another
+    thread's walk waits for this one (here any bytecode may switch threads)."""
+    global _walking, _walker
+    if not _walk_lock.acquire(False):
+        if _walker == threading.get_ident():
+            raise RuntimeError("backward() or Tape() called while another one is walking a graph "
+                               "(from a finalizer or a gc callback?)")
+        _walk_lock.acquire()            # another thread's walk: let it finish
     _walking = True
+    _walker = threading.get_ident()
 
 
 def _end_walk():
-    global _walking
+    global _walking, _walker
     _walking = False
+    _walker = 0
+    _walk_lock.release()
 
 
 def _set_field(v, field, x):
