@@ -2,7 +2,6 @@
 build_topo fails at ~1000 levels) and memory stays bounded."""
 import gc
 import math
-import resource
 
 import pytest
 
@@ -237,7 +236,6 @@ def test_memory_returns_after_many_training_like_steps_compiled():
         step()
     growth = rss() - start
     assert growth < 16 * 1024 * 1024, growth
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > 0
 
 
 def test_node_slots_reused_in_any_order_keep_every_survivor_intact_compiled():
