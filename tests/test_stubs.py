@@ -1,7 +1,6 @@
 """src/micrograd/_engine.pyi matches the compiled module."""
 import ast
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
