@@ -168,8 +168,8 @@ def random_inputs(rng, n=4):
 
 
 # ---------------------------------------------------------------------------------
-# Our own demo runs, cached for the session (the twin's eager 100 steps take ~10 s
-# and are compared both with upstream and with the tape).
+# Our own demo runs, cached for the session: the twin's 100 eager steps cost tens of
+# seconds of CPU, and each run is compared both with upstream and with the tape.
 # ---------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def demo_history():
