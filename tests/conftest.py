@@ -1,37 +1,51 @@
-"""Shared fixtures: both engines, an nn module per engine, upstream micrograd 0.1.0.
+"""Shared fixtures: both cores, an nn module per core, upstream micrograd 0.1.0.
 
 Every test that takes ``engine`` runs twice: against the compiled core
-(``micrograd._engine``) and against its pure-Python twin (``micrograd._pure``).
+(``micrograd._engine``) and against its pure-Python twin (``micrograd._pure``). That is
+the one way a test runs against both cores. Tests whose point is comparing the two cores
+with each other take ``both_engines`` instead.
 
-Upstream micrograd 0.1.0 has the same import name as this package, so it is only
-ever imported in a subprocess with ``PYTHONPATH`` pointing at it. It is looked for in
-``$MICROGRAD_UPSTREAM_PATH``, then ``/tmp/upstream``, and otherwise installed with
-``pip install --target <tmp dir> micrograd==0.1.0 --no-deps``; tests that need it skip
-with the reason if that install fails.
+Upstream micrograd 0.1.0 has the same import name as this package, so it is only ever
+imported in a subprocess whose ``PYTHONPATH`` is its folder. ``benchmarks/upstream.py``
+finds or installs it (shared with the benchmarks); tests that need it skip with its note
+when it is unavailable.
 
-Upstream's moons demo takes ~30 s for 100 steps, so when a collected test asks for
-``upstream_demo_history`` the run is started in the background right after collection
-and the suite's other tests run meanwhile.
+Upstream's moons demo takes ~30 s for 100 steps, so when a selected test asks for
+``upstream_demo_history`` the run starts in the background right after collection and
+the suite's other tests run meanwhile.
 """
+import collections
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 
+import micrograd
 from micrograd import demo as _demo
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTS_DIR = ROOT / "tests"
+
+# benchmarks/upstream.py: the project's one installer of upstream micrograd 0.1.0.
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import upstream as upstream_installer  # noqa: E402
 
 # tests/upstream/ holds upstream's own test file; it imports torch at module level and
 # is run only in a subprocess by test_upstream.py, never collected by this session.
 collect_ignore = ["upstream"]
 
 ENGINES = ["cython", "python"]
-TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
+# ---------------------------------------------------------------------------------
+# The two cores
+# ---------------------------------------------------------------------------------
 def engine_name(module):
     """'cython' or 'python' for micrograd._engine / micrograd._pure."""
     return "cython" if module.__name__ == "micrograd._engine" else "python"
@@ -39,14 +53,38 @@ def engine_name(module):
 
 @pytest.fixture(params=ENGINES, ids=ENGINES)
 def engine(request):
-    """The engine module (micrograd._engine or micrograd._pure): Value and Tape."""
-    yield _demo.engine_module(request.param)
+    """The core module (micrograd._engine or micrograd._pure): Value and Tape."""
+    return _demo.engine_module(request.param)
+
+
+EnginePair = collections.namedtuple("EnginePair", "compiled twin")
+
+
+@pytest.fixture(scope="session")
+def both_engines():
+    """(compiled, twin) core modules, for the tests that compare the two cores."""
+    return EnginePair(_demo.engine_module("cython"), _demo.engine_module("python"))
 
 
 @pytest.fixture
 def nn(engine):
     """A fresh copy of micrograd.nn whose Value is the engine's."""
     return _demo.nn_module(engine_name(engine))
+
+
+def subprocess_env(**overrides):
+    """os.environ for a child Python that imports the same micrograd as this session
+    (from src/ or wherever it is installed), with MICROGRAD_PURE_PYTHON unset unless
+    given. Values of None remove a variable."""
+    env = dict(os.environ)
+    env.pop("MICROGRAD_PURE_PYTHON", None)
+    env["PYTHONPATH"] = str(Path(micrograd.__file__).resolve().parent.parent)
+    for key, value in overrides.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return env
 
 
 def lecture_graph(Value):
@@ -78,8 +116,60 @@ def walk(root):
 
 
 # ---------------------------------------------------------------------------------
-# Our own demo runs, cached for the session (the twin's eager 100 steps take ~10 s
-# and are compared both with upstream and with the tape).
+# A family of random graphs whose Python control flow does not depend on the data
+# (so a tape of one instance is valid for any inputs) and whose values stay bounded.
+# ---------------------------------------------------------------------------------
+def random_graph(inputs, seed, n_ops=40):
+    """(root, pool): n_ops random operations over inputs, seeded."""
+    rng = random.Random(seed)
+    pool = list(inputs)
+    for _ in range(n_ops):
+        a, b = rng.choice(pool), rng.choice(pool)
+        op = rng.randrange(16)
+        if op == 0:
+            n = a + b
+        elif op == 1:
+            n = a - b
+        elif op == 2:
+            n = a.tanh() * b
+        elif op == 3:
+            n = a.relu() + b * 0.5
+        elif op == 4:
+            n = a.sigmoid() * 2 - 1
+        elif op == 5:
+            n = a.tanh().exp()
+        elif op == 6:
+            n = (a * a + 1).log()
+        elif op == 7:
+            n = a / (b * b + 1)
+        elif op == 8:
+            n = (a * a + 0.5) ** 0.5
+        elif op == 9:
+            n = (a.sigmoid() + 0.5) ** b.tanh()
+        elif op == 10:
+            n = 2 ** a.tanh()
+        elif op == 11:
+            n = -a
+        elif op == 12:
+            n = 1.5 - a
+        elif op == 13:
+            n = 3 / (a.sigmoid() + 1)
+        elif op == 14:
+            n = a.tanh() ** 2 + b.tanh() ** 3
+        else:
+            n = (a - 0.25).relu() * b.tanh()
+        pool.append(n)
+    root = pool[-1] + pool[-2] * pool[-3].tanh() + sum(pool[len(inputs):]) * 0.01
+    return root, pool
+
+
+def random_inputs(rng, n=4):
+    return [rng.uniform(-2, 2) for _ in range(n)]
+
+
+# ---------------------------------------------------------------------------------
+# Our own demo runs, cached for the session: the twin's 100 eager steps cost tens of
+# seconds of CPU, and each run is compared both with upstream and with the tape.
 # ---------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def demo_history():
@@ -98,71 +188,30 @@ def demo_history():
 # ---------------------------------------------------------------------------------
 # Upstream micrograd 0.1.0
 # ---------------------------------------------------------------------------------
-def is_upstream(path):
-    """Does path hold upstream micrograd 0.1.0 (not this package)?"""
-    if not path:
-        return False
-    engine_py = os.path.join(path, "micrograd", "engine.py")
-    if not os.path.isfile(engine_py):
-        return False
-    with open(engine_py) as f:
-        text = f.read()
-    return "only supporting int/float powers for now" in text and "BACKEND" not in text
+_upstream = {}   # 'path' and 'note', once looked for
 
 
-_upstream = {}   # 'path' or 'error'
-
-
-def ensure_upstream(make_dir=None):
-    """Path of an upstream micrograd 0.1.0 install, installing it if needed; None on failure."""
-    if "path" in _upstream or "error" in _upstream:
-        return _upstream.get("path")
-    for candidate in (os.environ.get("MICROGRAD_UPSTREAM_PATH"), "/tmp/upstream"):
-        if is_upstream(candidate):
-            _upstream["path"] = candidate
-            return candidate
-    target = make_dir() if make_dir else tempfile.mkdtemp(prefix="micrograd-upstream-")
-    target = str(target)
-    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-           "--no-deps", "--target", target, "micrograd==0.1.0"]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-        failed = proc.returncode != 0
-        detail = (proc.stderr or proc.stdout).strip()[-500:]
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        failed, detail = True, repr(exc)
-    if failed or not is_upstream(target):
-        _upstream["error"] = ("upstream micrograd 0.1.0 is not installed and "
-                              f"`{' '.join(cmd)}` failed: {detail}")
-        return None
-    _upstream["path"] = target
-    return target
-
-
-def upstream_env(path):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = path
-    env.pop("MICROGRAD_PURE_PYTHON", None)
-    return env
+def ensure_upstream():
+    """(folder or None, note), looked for (and installed if needed) once per session."""
+    if not _upstream:
+        _upstream["path"], _upstream["note"] = upstream_installer.ensure_upstream()
+    return _upstream["path"], _upstream["note"]
 
 
 def run_upstream(path, code, timeout=300):
     """Run code with upstream micrograd importable as `micrograd`; return its stdout."""
-    guard = ("import micrograd, os\n"
-             "assert os.path.realpath(os.path.dirname(os.path.dirname(micrograd.__file__)))"
-             f" == os.path.realpath({path!r}), micrograd.__file__\n")
-    proc = subprocess.run([sys.executable, "-c", guard + code], env=upstream_env(path),
-                          capture_output=True, text=True, timeout=timeout, cwd=path)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
+    try:
+        return upstream_installer.run(path, code, timeout=timeout)
+    except RuntimeError as exc:
+        pytest.fail(f"upstream micrograd failed:\n{exc}")
 
 
 @pytest.fixture(scope="session")
-def upstream_path(tmp_path_factory):
-    path = ensure_upstream(lambda: tmp_path_factory.mktemp("upstream"))
+def upstream_path():
+    path, note = ensure_upstream()
     if path is None:
-        pytest.skip(_upstream["error"])
-    return path
+        pytest.skip(note)
+    return str(path)
 
 
 # Upstream's moons demo, expression for expression as its demo.ipynb (the same code as
@@ -222,17 +271,15 @@ print(json.dumps(history))
 '''
 
 UPSTREAM_DEMO_STEPS = 100
-_upstream_demo = {}   # 'proc', 'out', 'err' (file paths) once started
+_upstream_demo = {}   # 'proc', 'files', 'workdir' once started; 'error' if it cannot be
 
 
-def _start_upstream_demo(config):
+def _start_upstream_demo():
     if _upstream_demo:
         return
-    factory = getattr(config, "_tmp_path_factory", None)
-    make_dir = (lambda: factory.mktemp("upstream")) if factory is not None else None
-    path = ensure_upstream(make_dir)
+    path, note = ensure_upstream()
     if path is None:
-        _upstream_demo["error"] = _upstream["error"]
+        _upstream_demo["error"] = note
         return
     workdir = tempfile.mkdtemp(prefix="micrograd-upstream-demo-")
     _upstream_demo["workdir"] = workdir
@@ -242,8 +289,8 @@ def _start_upstream_demo(config):
     out = open(os.path.join(workdir, "stdout"), "w")
     err = open(os.path.join(workdir, "stderr"), "w")
     _upstream_demo["proc"] = subprocess.Popen(
-        [sys.executable, script, str(UPSTREAM_DEMO_STEPS)], env=upstream_env(path),
-        stdout=out, stderr=err, cwd=workdir)
+        [sys.executable, script, str(UPSTREAM_DEMO_STEPS)],
+        env=upstream_installer.env_for(path), stdout=out, stderr=err, cwd=workdir)
     _upstream_demo["files"] = (out, err)
 
 
@@ -251,7 +298,7 @@ def pytest_collection_finish(session):
     # Start upstream's demo now if a selected test needs it: it runs alongside the rest.
     if any("upstream_demo_history" in getattr(item, "fixturenames", ())
            for item in session.items):
-        _start_upstream_demo(session.config)
+        _start_upstream_demo()
 
 
 def pytest_sessionfinish(session):
@@ -266,9 +313,9 @@ def pytest_sessionfinish(session):
 
 
 @pytest.fixture(scope="session")
-def upstream_demo_history(pytestconfig):
+def upstream_demo_history():
     """[[loss, accuracy], ...] of upstream's moons demo, 100 steps."""
-    _start_upstream_demo(pytestconfig)
+    _start_upstream_demo()
     if "error" in _upstream_demo:
         pytest.skip(_upstream_demo["error"])
     proc = _upstream_demo["proc"]
@@ -283,3 +330,10 @@ def upstream_demo_history(pytestconfig):
         history = json.loads(f.read())
     assert len(history) == UPSTREAM_DEMO_STEPS
     return history
+
+
+def upstream_demo_steps(path, steps):
+    """[[loss, accuracy], ...] of upstream's first steps of the moons demo (a short run
+    in the foreground, for the fast suite)."""
+    return json.loads(run_upstream(
+        path, f"import sys\nsys.argv = ['demo', '{steps}']\n" + UPSTREAM_DEMO))

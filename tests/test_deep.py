@@ -2,11 +2,10 @@
 build_topo fails at ~1000 levels) and memory stays bounded."""
 import gc
 import math
-import resource
 
 import pytest
 
-from micrograd import _engine, _pure
+from micrograd import _engine
 
 
 def rss():
@@ -21,121 +20,165 @@ def rss():
     pytest.skip("no /proc/self/status: cannot measure resident memory")
 
 
-N_COMPILED = 10_000_000
-N_TWIN = 1_000_000
+def sizes(big, small):
+    """The heavy size (slow suite) and a small one checking the same in the fast suite."""
+    return pytest.mark.parametrize("n", [
+        pytest.param(big, marks=pytest.mark.slow, id=f"{big:_}"),
+        pytest.param(small, id=f"{small:_}")])
 
 
-def test_ten_million_node_product_chain_compiled():
+@sizes(10_000_000, 1_000_000)
+def test_product_chain_compiled(n):
     V = _engine.Value
     gc.collect()
     before = rss()
     x = V(1.0)
     y = V(1.0000001)
     z = x
-    for _ in range(N_COMPILED):
+    for _ in range(n):
         z = z * y
     built = rss()
     z.backward()
     peak = rss()
     # z = x * y**N
-    expected = math.exp(N_COMPILED * math.log1p(1e-7))
+    expected = math.exp(n * math.log1p(1e-7))
     assert z.data == pytest.approx(expected, rel=1e-6)
     assert x.grad == pytest.approx(expected, rel=1e-6)
-    assert y.grad == pytest.approx(N_COMPILED * expected / 1.0000001, rel=1e-6)
+    assert y.grad == pytest.approx(n * expected / 1.0000001, rel=1e-6)
     assert z.grad == 1.0
     # bounded: the node itself is 56 bytes and the walk a few pointers
-    assert (built - before) / N_COMPILED < 120, (built - before) / N_COMPILED
-    assert (peak - before) / N_COMPILED < 120, (peak - before) / N_COMPILED
+    assert (built - before) / n < 120, (built - before) / n
+    assert (peak - before) / n < 120, (peak - before) / n
     del z
     after = rss()
     assert x.data == 1.0 and y.data == 1.0000001      # the leaves survive the chain
     # most of it went back (what stays is the walk's scratch buffers, kept for reuse)
-    assert (after - before) / N_COMPILED < 40, (after - before) / N_COMPILED
+    assert (after - before) / n < 40, (after - before) / n
     assert after - before < 0.5 * (peak - before)
 
 
-def test_ten_million_node_sum_chain_compiled():
+@sizes(10_000_000, 1_000_000)
+def test_sum_chain_compiled(n):
     V = _engine.Value
     x = V(3.0)
     y = V(0.5)
     z = x
-    for _ in range(N_COMPILED):
+    for _ in range(n):
         z = z + y
-    assert z.data == 3.0 + 0.5 * N_COMPILED
+    assert z.data == 3.0 + 0.5 * n
     z.backward()
     assert x.grad == 1.0
-    assert y.grad == float(N_COMPILED)        # exact: a sum of ones
+    assert y.grad == float(n)       # exact: a sum of ones
     z.backward()        # again: as upstream, every non-root grad accumulates, so node k
-    n = N_COMPILED      # from the top now has grad k + 1 and passes it on
+                        # from the top now has grad k + 1 and passes it on
     assert x.grad == n + 1.0
     assert y.grad == n + n * (n + 1) / 2      # exact: integers below 2**53
     del z
 
 
-def test_deep_chain_freed_in_any_order_compiled():
+@sizes(1_000_000, 100_000)
+def test_deep_chain_freed_in_any_order_compiled(n):
     V = _engine.Value
     x = V(1.0)
     z = x
     nodes = []
-    for i in range(1_000_000):
+    for i in range(n):
         z = z * 1.0 if i % 3 else z + x
-        if i % 100_000 == 0:
+        if i % (n // 10) == 0:
             nodes.append(z)         # some interior nodes are also held from outside
     z.backward()
-    assert x.grad == 1.0 + 333_334      # z = x * (1 + the number of `+ x` steps)
+    adds = (n - 1) // 3 + 1         # z = x * (1 + the number of `+ x` steps)
+    assert x.grad == 1.0 + adds
     del z                           # frees the top; the held interior nodes keep the rest
-    assert nodes[-1].data == nodes[-1].data
+    # each held node is x plus the `+ x` steps up to it; d(top)/d(node) is 1
+    assert [v.data for v in nodes] == [2.0 + i // 3 for i in range(0, n, n // 10)]
+    assert all(v.grad == 1.0 for v in nodes)
     while nodes:
         nodes.pop(0)                # free from the bottom up: the chain above is gone
+    assert (x.data, x.grad) == (1.0, 1.0 + adds)
+
+
+@sizes(2_000_000, 200_000)
+def test_self_multiplied_chain_freed_without_recursion_compiled(n):
+    # both operands are the same node: the dying node is its child's last two owners
+    V = _engine.Value
+    x = V(1.0)
+    z = x
+    for i in range(n):
+        z = z * z
+        if i == n - 11:
+            near_top = z            # 10 squarings below the top
+    z.backward()
+    assert z.data == 1.0 and z.grad == 1.0
+    assert near_top.grad == 2.0 ** 10       # d(u ** (2 ** 10))/du at u = 1
+    assert x.grad == math.inf               # 2 ** n overflows, as with floats
+    del z                           # the top 10 nodes go; near_top keeps the rest
+    assert near_top.data == 1.0 and len(near_top._prev) == 1
+    del near_top
     assert x.data == 1.0
 
 
-def test_self_multiplied_chain_freed_without_recursion_compiled():
-    # both operands are the same node: the dying node is its child's last two owners
-    V = _engine.Value
-    z = V(1.0)
-    for _ in range(2_000_000):
-        z = z * z
-    z.backward()
-    del z
-
-
-@pytest.mark.parametrize("engine", [_engine, _pure], ids=["cython", "python"])
-def test_million_node_chain(engine):
+@sizes(1_000_000, 30_000)
+def test_long_product_chain(engine, n):
     V = engine.Value
     x = V(2.0)
     y = V(1.0)
     z = x
-    for _ in range(N_TWIN):
+    for _ in range(n):
         z = z * y
     assert z.data == 2.0
     z.backward()
     assert x.grad == 1.0
-    assert y.grad == 2.0 * N_TWIN
+    assert y.grad == 2.0 * n
     del z
 
 
-@pytest.mark.parametrize("engine", [_engine, _pure], ids=["cython", "python"])
-def test_sum_of_a_million_terms(engine):
+@sizes(1_000_000, 30_000)
+def test_sum_of_many_terms(engine, n):
     V = engine.Value
-    terms = [V(float(i % 7)) for i in range(N_TWIN)]
+    terms = [V(float(i % 7)) for i in range(n)]
     total = sum(terms)
-    assert total.data == float(sum(i % 7 for i in range(N_TWIN)))
+    assert total.data == float(sum(i % 7 for i in range(n)))
     total.backward()
     assert all(t.grad == 1.0 for t in terms)
     total.backward()    # accumulates as upstream: the sum node k from the top has k + 1
     assert terms[-1].grad == 2.0
     assert terms[-2].grad == 3.0
-    assert terms[0].grad == N_TWIN + 1.0
+    assert terms[0].grad == n + 1.0
     del total, terms
 
 
-@pytest.mark.parametrize("engine", [_engine, _pure], ids=["cython", "python"])
-def test_deep_chain_of_every_op(engine):
+def every_op_chain_on_floats(z, n):
+    """test_deep_chain_of_every_op's chain on floats: (value, d value / d input), the
+    derivative by the chain rule, step by step."""
+    d = 1.0
+    for i in range(n):
+        k = i % 6
+        if k == 0:
+            t = math.tanh(z)
+            z, d = t + 0.5, d * (1 - t * t)
+        elif k == 1:
+            s = 1 / (1 + math.exp(-z))
+            z, d = s * 2, d * 2 * s * (1 - s)
+        elif k == 2:
+            z, d = math.log(z * z + 1), d * 2 * z / (z * z + 1)
+        elif k == 3:
+            r = math.exp(z) ** 0.5
+            z, d = r - 1, d * 0.5 * r
+        elif k == 4:
+            z, d = max(z, 0.0) / 1.5, d * (z > 0) / 1.5
+        else:
+            p = 2 ** z
+            z, d = p - 1, d * p * math.log(2)
+    return z, d
+
+
+@sizes(100_000, 10_000)
+def test_deep_chain_of_every_op(engine, n):
     V = engine.Value
     x = V(0.5)
     z = x
-    for i in range(100_000):
+    for i in range(n):
         k = i % 6
         if k == 0:
             z = z.tanh() + 0.5
@@ -150,7 +193,9 @@ def test_deep_chain_of_every_op(engine):
         else:
             z = 2 ** z - 1
     z.backward()
-    assert math.isfinite(z.data) and math.isfinite(x.grad)
+    data, grad = every_op_chain_on_floats(0.5, n)
+    assert z.data == pytest.approx(data, rel=1e-9)
+    assert x.grad == pytest.approx(grad, rel=1e-6, abs=1e-300)
     del z
 
 
@@ -191,7 +236,6 @@ def test_memory_returns_after_many_training_like_steps_compiled():
         step()
     growth = rss() - start
     assert growth < 16 * 1024 * 1024, growth
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > 0
 
 
 def test_node_slots_reused_in_any_order_keep_every_survivor_intact_compiled():

@@ -11,8 +11,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 pytest.importorskip("build", reason="the `build` package (test extra) builds the sdist")
-pytestmark = pytest.mark.skipif(not (ROOT / "pyproject.toml").exists(),
-                                reason="needs the source tree")
+# Building an sdist, a wheel and a venv takes minutes: slow.
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not (ROOT / "pyproject.toml").exists(),
+                                 reason="needs the source tree")]
 
 
 def run(*cmd, cwd=None):
@@ -36,12 +38,14 @@ def sdist(tmp_path_factory):
     return path
 
 
-def test_sdist_contains_the_pyx_and_the_typing_files(sdist):
+def test_sdist_contains_every_source_file(sdist):
+    """Every tracked file under src/ (the .pyx and whatever it includes, the twin, the
+    typing files) ships, so a wheel can be built from the sdist alone."""
     with tarfile.open(sdist) as tar:
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
-    for needed in ("src/_engine.pyx", "setup.py", "pyproject.toml", "README.md",
-                   "src/micrograd/engine.py", "src/micrograd/_pure.py", "src/micrograd/nn.py",
-                   "src/micrograd/_engine.pyi", "src/micrograd/py.typed"):
+    tracked = run("git", "ls-files", "src", cwd=ROOT).split()
+    assert {"src/_engine.pyx", "src/micrograd/_engine.pyi", "src/micrograd/py.typed"} <= set(tracked)
+    for needed in tracked + ["setup.py", "pyproject.toml", "README.md"]:
         assert needed in names, f"{needed} missing from {sdist.name}"
     assert "src/_engine.c" not in names        # generated C is rebuilt from the .pyx
 

@@ -1,7 +1,6 @@
 """src/micrograd/_engine.pyi matches the compiled module."""
 import ast
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -68,6 +67,7 @@ def _mypy(*args, cwd):
                           capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
 
 
+@pytest.mark.slow      # two mypy runs without a cache: ~10 s
 def test_mypy_accepts_typical_code_and_rejects_bad_operands(tmp_path):
     (tmp_path / "ok.py").write_text(textwrap.dedent("""
         from micrograd._engine import Tape, Value
