@@ -1,12 +1,12 @@
 # Type stubs for the compiled core (src/_engine.pyx). micrograd._pure has the same API.
 from typing import Any, Callable, Iterable, SupportsFloat, SupportsIndex, Union, final
 
-from typing_extensions import TypeAlias
+from typing_extensions import TypeAlias, disjoint_base
 
 _Number: TypeAlias = Union[SupportsFloat, SupportsIndex]  # int, float, bool, numpy scalars
 _Operand: TypeAlias = Union[Value, float]
 
-@final  # the compiled classes cannot be subclassed
+@disjoint_base  # a C layout: a class cannot derive from it and another such base
 class Value:
     """A scalar and its gradient, as in micrograd."""
 
@@ -32,12 +32,23 @@ class Value:
     def sigmoid(self) -> Value: ...
     def backward(self) -> None:
         """Set self.grad to 1 and accumulate d(self)/d(v) into every v below it."""
-    def _backward(self) -> None:
-        """Apply this node's local-gradient rule once (upstream's closure)."""
+    @property
+    def _backward(self) -> Callable[[], None]:
+        """The function assigned to this node, or its op's built-in rule."""
+    @_backward.setter
+    def _backward(self, fn: Callable[[], None]) -> None: ...
+    @_backward.deleter
+    def _backward(self) -> None: ...
+    def _rule(self) -> None:
+        """Apply the built-in local-gradient rule of this node's op once."""
     @property
     def _prev(self) -> set[Value]: ...
+    @_prev.setter
+    def _prev(self, children: Iterable[Value]) -> None: ...
     @property
     def _op(self) -> str: ...
+    @_op.setter
+    def _op(self, name: str) -> None: ...
     @property
     def label(self) -> str: ...
     @label.setter

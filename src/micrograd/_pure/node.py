@@ -34,6 +34,16 @@ class Value:
         '__dict__',  # attributes the class does not define (the core: its side table)
     )
 
+    def __new__(cls, *args, **kwargs):
+        # zeroed fields, as the core's allocator gives: a subclass whose __init__ does
+        # not call Value.__init__ (upstream's pasted engine.py) still has a valid node
+        v = object.__new__(cls)
+        v._data = v._grad = v._c = 0.0
+        v._a = v._b = v._extra = None
+        v._code = LEAF
+        v._flags = 0
+        return v
+
     def __init__(self, data, _children=(), _op='', label=''):
         if type(data) is not float and isinstance(data, _numbers.Complex) and not isinstance(data, _numbers.Real):
             # float() would only warn and drop a numpy complex's imaginary part
@@ -368,7 +378,7 @@ def _not_a_value(what, x):
 
 # Building nodes. Value.__new__ skips __init__.
 def _node(data, op, a, b, c):
-    v = Value.__new__(Value)
+    v = object.__new__(Value)     # every field is set here: skip Value.__new__ too
     v.data = data
     v.grad = 0.0
     v._code = op
