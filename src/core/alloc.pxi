@@ -15,8 +15,8 @@ cdef extern from "Python.h":
         void (*tp_dealloc)(PyObject*)
         PyObject* (*tp_alloc)(_TypeSlots*, Py_ssize_t)
         void (*tp_free)(void*)
-        PyObject* (*tp_getattro)(PyObject*, PyObject*)
-        const char* tp_name
+        PyObject* tp_dict
+        void* tp_subclasses
     _TypeSlots* _type_of "Py_TYPE"(PyObject*)
     PyObject* _init_object "PyObject_Init"(PyObject*, _TypeSlots*)
     void _fetch_error "PyErr_Fetch"(PyObject**, PyObject**, PyObject**)
@@ -187,9 +187,10 @@ cdef void _value_dealloc(PyObject* o) noexcept:
     global _draining, _n_pending
     if (<Value>o)._flags & HAS_EXTRA:
         _drop_extra(o)
-    _note_rule_child(<PyObject*>(<Value>o)._a)
-    if _b(<Value>o) != NULL:
-        _note_rule_child(_b(<Value>o))
+    if _python_rules:
+        _note_rule_child(<PyObject*>(<Value>o)._a)
+        if _b(<Value>o) != NULL:
+            _note_rule_child(_b(<Value>o))
     _release(<PyObject*>(<Value>o)._a)     # the dying node's two references
     if _b(<Value>o) != NULL:
         _release(_b(<Value>o))
@@ -207,12 +208,10 @@ cdef void _value_dealloc(PyObject* o) noexcept:
 
 
 cdef void _install_slots(type node_type) noexcept:
-    """Install the pair above, and the attribute lookup of core/extras.pxi, into Value
-    (and tell CPython the type changed)."""
+    """Install the pair above into Value (and tell CPython the type changed)."""
     global _node_size, _per_chunk
     _node_size = (<_TypeSlots*>node_type).tp_basicsize
     _per_chunk = (CHUNK - CHUNK_HEADER) // _node_size
     (<_TypeSlots*>node_type).tp_alloc = _value_alloc
     (<_TypeSlots*>node_type).tp_dealloc = _value_dealloc
-    (<_TypeSlots*>node_type).tp_getattro = _value_getattro
     PyType_Modified(node_type)

@@ -8,8 +8,6 @@
 
 cdef dict _extras = {}
 
-from libc.string cimport strrchr
-
 cdef extern from "Python.h":
     PyObject* _type_lookup "_PyType_Lookup"(_TypeSlots* type, PyObject* name)
     int PyObject_GenericSetAttr(object o, object name, PyObject* value) except -1
@@ -20,10 +18,6 @@ cdef extern from "Python.h":
     Py_ssize_t PyTuple_GET_SIZE(PyObject* o)
     PyObject* PyTuple_GET_ITEM(PyObject* o, Py_ssize_t i)
     PyObject* PyList_GET_ITEM(PyObject* o, Py_ssize_t i)
-    PyObject* _generic_getattr "_PyObject_GenericGetAttrWithDict"(
-        PyObject* o, PyObject* name, PyObject* dict, int suppress)
-    PyObject* PyErr_Occurred()
-    PyObject* PyErr_Format(object exc, const char* fmt, ...)
     PyObject* PyDict_GetItem(PyObject* d, PyObject* key)    # borrowed; never raises
 
 
@@ -42,78 +36,71 @@ cdef int _set_extra(Value v, int field, object item) except -1:
 
 
 # -- attributes ----------------------------------------------------------------------
-# A plain Value has no __dict__ (it would cost 8 bytes per node); names its class does
-# not define are kept in the node's attribute dict here. Subclass instances that have a
-# __dict__ use it, as any Python object does.
+# A plain Value has no __dict__ (it would cost 8 bytes per node). The first time a name
+# the class does not define is set on a plain Value, an _Attribute descriptor for it is
+# added to the class; it keeps each node's value in the node's attribute dict here (or
+# in the instance __dict__ of a subclass). Attribute lookup itself stays CPython's
+# generic one: a name never set costs nothing, and numpy's probes of its operands for
+# __array_priority__ and the like stay as cheap as on any object.
 
-cdef bint _own_attribute(object v, object name) noexcept:
-    """Is name an attribute the class defines (data, grad, label, methods...)?"""
-    return _type_lookup(_type_of(<PyObject*>v), <PyObject*>name) != NULL
+cdef class _Attribute:
+    """Value.<name> for a name users set on nodes: each node's own value, or AttributeError."""
+    cdef str name
+
+    def __init__(self, str name):
+        self.name = name
+
+    def __get__(self, obj, objtype):
+        if obj is None:
+            return self
+        attrs = _get_extra(<Value>obj, EXTRA_ATTRS)
+        if attrs is not None and self.name in attrs:
+            return attrs[self.name]
+        d = getattr(obj, "__dict__", None)              # a subclass instance's own
+        if d is not None and self.name in d:
+            return d[self.name]
+        raise AttributeError("'%s' object has no attribute '%s'" % (type(obj).__name__, self.name))
+
+    def __set__(self, obj, value):
+        d = getattr(obj, "__dict__", None)
+        if d is not None:
+            d[self.name] = value
+            return
+        attrs = _get_extra(<Value>obj, EXTRA_ATTRS)
+        if attrs is None:
+            attrs = {}
+            _set_extra(<Value>obj, EXTRA_ATTRS, attrs)
+        attrs[self.name] = value
+
+    def __delete__(self, obj):
+        attrs = _get_extra(<Value>obj, EXTRA_ATTRS)
+        d = getattr(obj, "__dict__", None)
+        if attrs is not None and self.name in attrs:
+            del attrs[self.name]
+        elif d is not None and self.name in d:
+            del d[self.name]
+        else:
+            raise AttributeError("'%s' object has no attribute '%s'" % (type(obj).__name__, self.name))
 
 
-cdef int _set_attribute(Value v, object name, object value) except -1:
-    if type(name) is not str:
-        raise TypeError("attribute name must be string, not '%s'" % type(name).__name__)
-    if type(v) is not Value or _own_attribute(v, name):
-        PyObject_GenericSetAttr(v, name, <PyObject*>value)   # descriptors, __dict__
-        return 0
-    attrs = _get_extra(v, EXTRA_ATTRS)
-    if attrs is None:
-        attrs = {}
-        _set_extra(v, EXTRA_ATTRS, attrs)
-    attrs[name] = value
+cdef int _set_attribute(Value v, object name, PyObject* value) except -1:
+    """tp_setattro (value NULL: delete): descriptors and __dict__ as usual; a new name on
+    a plain Value first gets its _Attribute."""
+    if (type(v) is Value and type(name) is str and value != NULL
+            and _type_lookup(_type_of(<PyObject*>v), <PyObject*>name) == NULL):
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError("'Value' object has no attribute '%s' (special names "
+                                 "cannot be set on a Value)" % name)
+        _add_class_attribute(name, _Attribute(name))
+    PyObject_GenericSetAttr(v, name, value)
     return 0
 
 
-cdef int _del_attribute(Value v, object name) except -1:
-    if type(name) is not str:
-        raise TypeError("attribute name must be string, not '%s'" % type(name).__name__)
-    if type(v) is not Value or _own_attribute(v, name):
-        PyObject_GenericSetAttr(v, name, NULL)
-        return 0
-    attrs = _get_extra(v, EXTRA_ATTRS)
-    if attrs is None or name not in attrs:
-        raise AttributeError("'%s' object has no attribute '%s'" % (type(v).__name__, name))
-    del attrs[name]
+cdef int _add_class_attribute(str name, object descriptor) except -1:
+    cdef dict d = <dict>(<_TypeSlots*>Value).tp_dict
+    d[name] = descriptor
+    PyType_Modified(Value)          # the type's attribute cache must forget the miss
     return 0
-
-
-cdef PyObject* _value_getattro(PyObject* o, PyObject* name) noexcept:
-    """tp_getattro: the generic lookup, then the node's own attributes. Written in C and
-    installed by _install_slots, not as __getattr__: a failed lookup (numpy probes its
-    operands for __array_priority__ and the like) then costs no Python frame."""
-    cdef PyObject* found = _generic_getattr(o, name, NULL, 1)     # 1: no error if missing
-    cdef const char* cls
-    cdef const char* dot
-    if found != NULL or PyErr_Occurred() != NULL:
-        return found
-    if (<Value>o)._flags & HAS_EXTRA:
-        found = _own_value(<Value>o, name)
-        if found != NULL:
-            return found
-    cls = _type_of(o).tp_name
-    dot = strrchr(cls, 46)                                  # 46: '.'; upstream says 'Value'
-    if dot != NULL:
-        cls = dot + 1
-    PyErr_Format(AttributeError, "'%.50s' object has no attribute '%U'", cls, name)
-    return NULL
-
-
-cdef PyObject* _own_value(Value v, PyObject* name) noexcept:
-    """A new reference to v's attribute name from the side table, or NULL."""
-    cdef object key = id(v)
-    cdef PyObject* entry = PyDict_GetItem(<PyObject*>_extras, <PyObject*>key)
-    cdef PyObject* attrs
-    cdef PyObject* found
-    if entry == NULL:
-        return NULL
-    attrs = PyList_GET_ITEM(entry, EXTRA_ATTRS)
-    if attrs == <PyObject*>None:
-        return NULL
-    found = PyDict_GetItem(attrs, name)
-    if found != NULL:
-        Py_INCREF(<object>found)
-    return found
 
 
 # -- user rules ----------------------------------------------------------------------
@@ -123,9 +110,16 @@ cdef PyObject* _own_value(Value v, PyObject* name) noexcept:
 # each collection the table is scanned for nodes that only their own function's cells
 # still reference, and their functions are dropped: then reference counting frees them.
 
+# Until a _backward is assigned, no node has USER_RULE: dealloc and the walk (see
+# _python_rules_possible) then skip the checks for one.
+cdef bint _python_rules = False
+
+
 cdef int _set_rule(Value v, object fn) except -1:
+    global _python_rules
     _set_extra(v, EXTRA_RULE, fn)
     v._flags |= USER_RULE
+    _python_rules = True
     return 0
 
 
@@ -168,14 +162,18 @@ cdef bint _only_self_held(object key, list entry) noexcept:
 cdef list _rule_children = []     # ids of nodes with a user rule whose parent died
 
 
-cdef void _note_rule_child(PyObject* child) noexcept:
+cdef inline void _note_rule_child(PyObject* child) noexcept:
     """A node just lost a parent: if it has a user rule, it may be garbage now (a chain
     of lecture-style nodes dropped at once is freed in one collection, not one a level)."""
     if child != <PyObject*>None and (<Value>child)._flags & USER_RULE:
-        try:
-            _rule_children.append(<Py_ssize_t>child)
-        except BaseException:
-            pass                # out of memory: the next full scan finds it
+        _remember_rule_child(child)
+
+
+cdef void _remember_rule_child(PyObject* child) noexcept:
+    try:
+        _rule_children.append(<Py_ssize_t>child)
+    except BaseException:
+        pass                    # out of memory: the next full scan finds it
 
 
 def _collect_rule_cycles(phase, info):

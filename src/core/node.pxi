@@ -156,10 +156,10 @@ cdef class Value:
 
     # -- attributes the class does not define (core/extras.pxi) ------------------------
     def __setattr__(self, name, value):
-        _set_attribute(self, name, value)
+        _set_attribute(self, name, <PyObject*>value)
 
     def __delattr__(self, name):
-        _del_attribute(self, name)
+        _set_attribute(self, name, NULL)
 
     # -- what upstream exposes as attributes --------------------------------------------
     @property

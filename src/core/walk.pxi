@@ -86,11 +86,18 @@ cdef inline bint _python_rule(PyObject* v) noexcept:
     return (<Value>v)._flags & USER_RULE or _type_of(v) != <_TypeSlots*>Value
 
 
+cdef inline bint _python_rules_possible() noexcept:
+    """Has a _backward been assigned, or Value been subclassed (CPython keeps a table of
+    a type's subclasses from the first one on)? Until then the walk need not check."""
+    return _python_rules or (<_TypeSlots*>Value).tp_subclasses != NULL
+
+
 cdef inline bint _wanted(PyObject* child, int mode) noexcept:
     """Should the walk enter child? Not twice, and not a leaf unless leaves are wanted
     (or it may have a _backward of its own)."""
     return not (<Value>child)._flags & VISITED and (
-        mode & WALK_LEAVES or (<Value>child)._code != LEAF or _python_rule(child))
+        mode & WALK_LEAVES or (<Value>child)._code != LEAF
+        or (_python_rules_possible() and _python_rule(child)))
 
 
 cdef Py_ssize_t _record(Value root, _Buf* order, int mode) except -1:
@@ -208,9 +215,17 @@ cdef int _accumulate(PyObject** nodes, Py_ssize_t n) except -1:
     remaining nodes' marks are cleared and the error propagates (as upstream's would)."""
     cdef Py_ssize_t i
     cdef PyObject* p
+    if not _python_rules_possible():
+        for i in range(n - 1, -1, -1):
+            if i >= 8:
+                __builtin_prefetch(nodes[i - 8])    # large graphs: hide the cache miss
+            p = nodes[i]
+            _clear_flags(<Value>p, VISITED | DONE)
+            _chain(<Value>p)
+        return 0
     for i in range(n - 1, -1, -1):
         if i >= 8:
-            __builtin_prefetch(nodes[i - 8])    # large graphs: hide the cache miss
+            __builtin_prefetch(nodes[i - 8])
         p = nodes[i]
         _clear_flags(<Value>p, VISITED | DONE)
         if _python_rule(p):
