@@ -4,7 +4,6 @@ Tests that could crash run their code in a subprocess, so that a segfault fails 
 test instead of killing pytest.
 """
 import copy
-import os
 import pickle
 import subprocess
 import sys
@@ -17,14 +16,12 @@ import pytest
 
 from micrograd import _engine, _pure
 
-SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+from conftest import subprocess_env
 
 
 def run_python(code, timeout=300):
-    """Run code in a fresh interpreter that imports this checkout; return the process."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([SRC] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
+    """Run code in a fresh interpreter that imports the micrograd under test."""
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=subprocess_env(),
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -512,3 +509,45 @@ def test_rss_returns_after_a_five_million_node_chain_compiled():
         assert after - start < 64 * 2**20, (start, after)
         """, timeout=600)
     print("RSS growth MiB:", out)
+
+
+# ---------------------------------------------------------------------------------
+# A node given new children by __init__ or _prev must not end up below them
+# ---------------------------------------------------------------------------------
+def test_reinit_that_would_make_a_cycle_raises(engine):
+    V = engine.Value
+    a = V(1.0)
+    b = a * 2 + 1
+    with pytest.raises(ValueError, match="its own descendant"):
+        a.__init__(1.0, (b,))
+    with pytest.raises(ValueError, match="its own descendant"):
+        a._prev = {b}
+    with pytest.raises(ValueError, match="its own descendant"):
+        a.__init__(1.0, (a,))
+    b.backward()                    # the graph is as it was
+    assert (a.grad, b.data) == (2.0, 3.0)
+    c = V(5.0)
+    c.__init__(2.0, (V(1.0),))      # new children that do not reach it: fine
+    assert c.data == 2.0 and len(c._prev) == 1
+
+
+def test_reinit_cycles_would_not_leak_because_they_are_refused():
+    code = """
+        import gc
+        from micrograd._engine import Value
+        def rss():
+            return int(open('/proc/self/statm').read().split()[1]) * 4096 / 2**20
+        gc.collect(); before = rss()
+        for i in range(200000):
+            a = Value(1.0)
+            b = a * 2 + 1
+            try:
+                a.__init__(1.0, (b,))
+            except ValueError:
+                pass
+        del a, b
+        gc.collect()
+        print(rss() - before)
+        """
+    grown = float(assert_runs(code).split()[-1])
+    assert grown < 8, grown

@@ -15,6 +15,11 @@ cdef class Value:
             raise TypeError("can't convert complex to float")
         self.data = data          # TypeError for str, None, ... as float() would give
         self.grad = 0.0
+        if _children and self._flags & USED:
+            # __init__ again on a node already below others: it may be below its new
+            # children too, a cycle through the side table, out of the GC's sight
+            _children = tuple(_children)
+            _refuse_cycle(self, _children)
         if self._code != LEAF or self._flags & (HAS_EXTRA | INT_EXP):
             if _walking:          # resetting drops children a walk may still point into
                 raise RuntimeError("Value.__init__ on an existing node while a graph is "
@@ -26,6 +31,7 @@ cdef class Value:
                 if not isinstance(child, Value):
                     raise _not_a_value("_children", child)
             self._code = CUSTOM
+            _mark_used(_children)
             _set_extra(self, EXTRA_CHILDREN, _children)
         if _op != '':
             _set_extra(self, EXTRA_OP, _op_extra(_op))
@@ -186,6 +192,9 @@ cdef class Value:
                 raise TypeError("_prev must hold Values, not %s" % type(child).__name__)
         if _walking:
             raise RuntimeError("_prev set while a graph is being walked")
+        if self._flags & USED:
+            _refuse_cycle(self, children)
+        _mark_used(children)
         self._code = CUSTOM if children else LEAF
         _set_extra(self, EXTRA_CHILDREN, children if children else None)
 
@@ -345,15 +354,45 @@ def _not_a_value(what, x):
     return TypeError("%s must be Values, not %s" % (what, type(x).__name__))
 
 
+cdef int _mark_used(tuple children) except -1:
+    for child in children:
+        (<Value>child)._flags |= USED
+    return 0
+
+
+cdef int _refuse_cycle(Value v, tuple children) except -1:
+    """Raise ValueError if v is among children or below them: a graph must stay acyclic
+    (a walk would order it wrongly, and the cycle would keep it alive forever)."""
+    stack = [c for c in children if isinstance(c, Value)]
+    seen = set()
+    while stack:
+        n = <Value>stack.pop()
+        if n is v:
+            raise ValueError("a Value cannot be its own descendant: the graph would have a cycle")
+        if id(n) in seen:
+            continue
+        seen.add(id(n))
+        if n._code == CUSTOM:
+            stack.extend(_get_extra(n, EXTRA_CHILDREN))
+        elif n._a is not None:
+            stack.append(n._a)
+            if _b(n) != NULL:
+                stack.append(<Value>_b(n))
+    return 0
+
+
 # Building nodes. Value.__new__ skips __init__; the chunk allocator makes it cheap.
 cdef inline Value _node(double data, int op, Value a, Value b, double c):
     cdef Value v = Value.__new__(Value)     # zeroed: _second.b is NULL
     v.data = data
     v._code = op
     v._a = a
+    if a is not None:
+        a._flags |= USED
     if op == POWC:
         v._second.c = c
     elif b is not None:
+        b._flags |= USED
         Py_INCREF(b)                        # released by _value_dealloc
         v._second.b = <PyObject*>b
     return v
@@ -369,7 +408,7 @@ cdef int _reset(Value v) except -1:
     cdef PyObject* b = _b(v)
     v._code = LEAF
     v._second.b = NULL          # also clears POWC's exponent, which must not be read as a pointer
-    v._flags &= TAPED
+    v._flags &= TAPED | USED
     if b != NULL:
         _decref(b)
     v._a = None

@@ -29,6 +29,8 @@ cdef enum:
     HAS_EXTRA = 8    # this node has an entry in _extras (label, hand-built _op/_children)
     TAPED = 16       # an op node recorded by a live Tape (its data may live in the tape)
     USER_RULE = 32   # the user assigned _backward: the walk calls it instead of the rule
+    USED = 64        # an operand or child of some node (only such a node can end up in a
+                     # cycle, when __init__ or _prev gives it new children)
 
 # Fields of a node's entry in the side table of extras (core/extras.pxi).
 cdef enum:

@@ -26,6 +26,8 @@ DONE = 2         # appended to the current walk's order (cleared when it ends)
 INT_EXP = 4      # POWC's exponent was an int: _op shows '**2', not '**2.0'
 HAS_EXTRA = 8    # this node has extras (label, hand-built _op/_children)
 USER_RULE = 32   # the user assigned _backward: the walk calls it instead of the rule
+USED = 64        # an operand or child of some node (only such a node can end up in a
+                 # cycle, when __init__ or _prev gives it new children)
 # (The core's TAPED = 16 marks nodes whose data may live in a tape; the twin writes
 # every node back after a replay, so it has none.)
 

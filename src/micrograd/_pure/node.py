@@ -8,7 +8,7 @@ import numbers as _numbers
 
 from micrograd._pure.declarations import (
     LEAF, ADD, MUL, POWC, POW, RELU, TANH, EXP, LOG, SIGMOID, CUSTOM, FMA,
-    INT_EXP, HAS_EXTRA, USER_RULE, WALK_CHECK,
+    INT_EXP, HAS_EXTRA, USER_RULE, USED, WALK_CHECK,
     EXTRA_LABEL, EXTRA_OP, EXTRA_CHILDREN, EXTRA_RULE, EXTRA_ATTRS, N_EXTRAS)
 from micrograd._pure import walk as _walk
 from micrograd._pure.extras import _get_extra, _set_extra, _set_rule, _clear_rule
@@ -52,18 +52,25 @@ class Value:
             if _walk._walking:    # as the core: resetting drops children a walk points into
                 raise RuntimeError("Value.__init__ on an existing node while a graph is "
                                    "being walked (from a _backward, finalizer or gc callback?)")
+        if _children and self._flags & USED:
+            # __init__ again on a node already below others: it may be below its new
+            # children too (a cycle; the core could not free it)
+            _children = tuple(_children)
+            _refuse_cycle(self, _children)
+        used = self._flags & USED
         self.data = _as_double(data)
         self.grad = 0.0
         self._a = self._b = self._extra = None
         self._c = 0.0
         self._code = LEAF
-        self._flags = 0
+        self._flags = used
         if _children:
             _children = tuple(_children)
             for child in _children:
                 if not isinstance(child, Value):
                     raise _not_a_value("_children", child)
             self._code = CUSTOM
+            _mark_used(_children)
             _set_extra(self, EXTRA_CHILDREN, _children)
         if _op != '':
             _set_extra(self, EXTRA_OP, _op_extra(_op))
@@ -230,6 +237,9 @@ class Value:
                 raise TypeError("_prev must hold Values, not %s" % type(child).__name__)
         if _walk._walking:
             raise RuntimeError("_prev set while a graph is being walked")
+        if self._flags & USED:
+            _refuse_cycle(self, children)
+        _mark_used(children)
         self._code = CUSTOM if children else LEAF
         _set_extra(self, EXTRA_CHILDREN, children if children else None)
 
@@ -376,6 +386,31 @@ def _not_a_value(what, x):
     return TypeError("%s must be Values, not %s" % (what, type(x).__name__))
 
 
+def _mark_used(children):
+    for child in children:
+        child._flags |= USED
+
+
+def _refuse_cycle(v, children):
+    """Raise ValueError if v is among children or below them: a graph must stay acyclic
+    (a walk would order it wrongly)."""
+    stack = [c for c in children if isinstance(c, Value)]
+    seen = set()
+    while stack:
+        n = stack.pop()
+        if n is v:
+            raise ValueError("a Value cannot be its own descendant: the graph would have a cycle")
+        if id(n) in seen:
+            continue
+        seen.add(id(n))
+        if n._code == CUSTOM:
+            stack.extend(_get_extra(n, EXTRA_CHILDREN))
+        elif n._a is not None:
+            stack.append(n._a)
+            if n._b is not None:
+                stack.append(n._b)
+
+
 # Building nodes. Value.__new__ skips __init__.
 def _node(data, op, a, b, c):
     v = object.__new__(Value)     # every field is set here: skip Value.__new__ too
@@ -387,6 +422,10 @@ def _node(data, op, a, b, c):
     v._c = c
     v._flags = 0
     v._extra = None
+    if a is not None:
+        a._flags |= USED
+    if b is not None:
+        b._flags |= USED
     return v
 
 
