@@ -129,3 +129,48 @@ def test_model_deepcopy_in_process(nn):
     assert [p.data for p in clone.parameters()] == [p.data for p in model.parameters()]
     clone.parameters()[0].data += 1.0
     assert model.parameters()[0].data == clone.parameters()[0].data - 1.0
+
+
+def deep_graph(V, n):
+    """A chain n ops deep whose every step also reads the first leaf, plus a node held
+    from its middle: (root, middle, x)."""
+    x = V(0.5, label="x")
+    h, middle = x, None
+    for i in range(n):
+        h = h * 1.0000001 + x
+        if i == n // 2:
+            middle = h
+    return h * 2 + h, middle, x
+
+
+def check_deep_round_trip(engine, n):
+    root, middle, x = deep_graph(engine.Value, n)
+    root.backward()
+    for clone in (lambda obj: pickle.loads(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)),
+                  copy.deepcopy):
+        r, m, x2 = clone([root, middle, x])
+        assert (r.data, r.grad, r._op) == (root.data, root.grad, root._op)
+        assert (m.data, m.grad, x2.grad, x2.label) == (middle.data, middle.grad, x.grad, "x")
+        # shared nodes stay shared: walk down from the clone's root to its copy of middle
+        node, seen_middle, seen_x = r, False, 0
+        stack, seen = [r], set()
+        while stack:
+            node = stack.pop()
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            seen_middle |= node is m
+            seen_x += node is x2
+            stack.extend(node._prev)
+        assert seen_middle and seen_x == 1
+        assert len(seen) == 3 * n + 4       # every node once: x, per step a constant, a
+                                            # product and a sum, then 2, h*2 and the root
+
+
+def test_deep_graphs_pickle_and_deepcopy_without_recursion(engine):
+    check_deep_round_trip(engine, 20_000 if engine.__name__ == "micrograd._engine" else 3_000)
+
+
+@pytest.mark.slow
+def test_a_million_deep_graph_pickles_and_deepcopies(engine):
+    check_deep_round_trip(engine, 1_000_000 if engine.__name__ == "micrograd._engine" else 100_000)

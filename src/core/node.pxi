@@ -248,9 +248,38 @@ cdef class Value:
         if self._flags & TAPED:
             _observe()
         extra = tuple(_extras[id(self)]) if self._flags & HAS_EXTRA else None
-        return (_rebuild, (self.data, self.grad, self._code, self._a, _b_or_none(self),
-                           self._second.c if self._code == POWC else 0.0,
-                           self._flags & INT_EXP, extra))
+        args = (self.data, self.grad, self._code, self._a, _b_or_none(self),
+                self._second.c if self._code == POWC else 0.0, self._flags & INT_EXP, extra)
+        if self._flags & PICKLE_INNER or (self._a is None and self._code != CUSTOM):
+            self._flags &= ~PICKLE_INNER
+            return (_rebuild, args)
+        # The nodes below first, in topological order: pickle and deepcopy then find each
+        # node's operands already done, and never recurse (a 10M-node chain pickles).
+        return (_rebuild_below, (_below(self),) + args)
+
+
+def _rebuild_below(below, data, grad, op, a, b, c, int_exp, extra):
+    """Unpickle a Value pickled with the nodes below it (rebuilt before, by _rebuild)."""
+    return _rebuild(data, grad, op, a, b, c, int_exp, extra)
+
+
+cdef list _below(Value root):
+    """Every node below root, each after its operands, each flagged PICKLE_INNER (so that
+    its own __reduce__ gives only itself)."""
+    cdef Py_ssize_t i, n
+    cdef PyObject* p
+    _begin_walk()
+    try:
+        n = _record(root, &_order, WALK_LEAVES)
+        _unmark(_order.items, n)
+        below = [None] * (n - 1)
+        for i in range(n - 1):          # the root comes last
+            p = _order.items[i]
+            (<Value>p)._flags |= PICKLE_INNER
+            below[i] = <Value>p
+    finally:
+        _end_walk()
+    return below
 
 
 def _rebuild(data, grad, op, a, b, c, int_exp, extra):

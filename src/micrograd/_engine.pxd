@@ -31,6 +31,7 @@ cdef enum:
     USER_RULE = 32   # the user assigned _backward: the walk calls it instead of the rule
     USED = 64        # an operand or child of some node (only such a node can end up in a
                      # cycle, when __init__ or _prev gives it new children)
+    PICKLE_INNER = 128   # listed below a root being pickled: its __reduce__ gives itself only
 
 # Fields of a node's entry in the side table of extras (core/extras.pxi).
 cdef enum:

@@ -13,11 +13,11 @@ same names: read each file next to its counterpart in the core.
 Selected by ``MICROGRAD_PURE_PYTHON=1``, or automatically when the compiled module
 cannot be imported.
 """
-from micrograd._pure.node import Value, _rebuild
+from micrograd._pure.node import Value, _rebuild, _rebuild_below
 from micrograd._pure.tape import Tape
 
 # Pickles name the package, not the file a class sits in (as the core's name
 # micrograd._engine): they stay loadable however the twin's files are arranged.
-Value.__module__ = Tape.__module__ = _rebuild.__module__ = __name__
+Value.__module__ = Tape.__module__ = _rebuild.__module__ = _rebuild_below.__module__ = __name__
 
 __all__ = ["Value", "Tape"]

@@ -28,6 +28,7 @@ HAS_EXTRA = 8    # this node has extras (label, hand-built _op/_children)
 USER_RULE = 32   # the user assigned _backward: the walk calls it instead of the rule
 USED = 64        # an operand or child of some node (only such a node can end up in a
                  # cycle, when __init__ or _prev gives it new children)
+PICKLE_INNER = 128   # listed below a root being pickled: its __reduce__ gives itself only
 # (The core's TAPED = 16 marks nodes whose data may live in a tape; the twin writes
 # every node back after a replay, so it has none.)
 

@@ -8,7 +8,7 @@ import numbers as _numbers
 
 from micrograd._pure.declarations import (
     LEAF, ADD, MUL, POWC, POW, RELU, TANH, EXP, LOG, SIGMOID, CUSTOM, FMA,
-    INT_EXP, HAS_EXTRA, USER_RULE, USED, WALK_CHECK,
+    INT_EXP, HAS_EXTRA, USER_RULE, USED, PICKLE_INNER, WALK_CHECK, WALK_LEAVES,
     EXTRA_LABEL, EXTRA_OP, EXTRA_CHILDREN, EXTRA_RULE, EXTRA_ATTRS, N_EXTRAS)
 from micrograd._pure import walk as _walk
 from micrograd._pure.extras import _get_extra, _set_extra, _set_rule, _clear_rule
@@ -278,8 +278,35 @@ class Value:
             extra = extra or [None] * N_EXTRAS
             extra[EXTRA_ATTRS] = dict(self.__dict__)
         extra = None if extra is None else tuple(extra)
-        return (_rebuild, (self.data, self.grad, self._code, self._a, self._b, self._c,
-                           self._flags & INT_EXP, extra))
+        args = (self.data, self.grad, self._code, self._a, self._b, self._c,
+                self._flags & INT_EXP, extra)
+        if self._flags & PICKLE_INNER or (self._a is None and self._code != CUSTOM):
+            self._flags &= ~PICKLE_INNER
+            return (_rebuild, args)
+        # The nodes below first, in topological order: pickle and deepcopy then find each
+        # node's operands already done, and never recurse (a 10M-node chain pickles).
+        return (_rebuild_below, (_below(self),) + args)
+
+
+def _rebuild_below(below, data, grad, op, a, b, c, int_exp, extra):
+    """Unpickle a Value pickled with the nodes below it (rebuilt before, by _rebuild)."""
+    return _rebuild(data, grad, op, a, b, c, int_exp, extra)
+
+
+def _below(root):
+    """Every node below root, each after its operands, each flagged PICKLE_INNER (so that
+    its own __reduce__ gives only itself)."""
+    _begin_walk()
+    try:
+        order = []
+        _record(root, order, WALK_LEAVES)
+        _walk._unmark(order)
+        order.pop()                     # the root comes last
+        for p in order:
+            p._flags |= PICKLE_INNER
+    finally:
+        _end_walk()
+    return order
 
 
 def _rebuild(data, grad, op, a, b, c, int_exp, extra):
