@@ -6,9 +6,13 @@
 # C arrays owned by the optimizer's per-group state.
 #
 # Formulas and evaluation order are torch.optim's single-tensor paths (torch 2.13,
-# sgd.py / adam.py), so results agree to rounding; setup.py's -ffp-contract=off keeps
-# gcc from fusing a*b+c into an FMA, which would change the last bit.
-from libc.math cimport sqrt, fabs
+# sgd.py / adam.py). torch's CPU kernels for add(alpha=), lerp and addcmul round a*b+c
+# once (an FMA; measured against exact arithmetic on 0-d float64 tensors): those steps
+# call fma() here, so Adam matches torch to the bit where torch's kernels use FMA. The
+# SGD update itself stays p - lr*g rounded twice: it must be the notebook's
+# `p.data -= lr * p.grad` bit for bit (torch's fused add_ differs in the last bit).
+# Everywhere else setup.py's -ffp-contract=off keeps gcc from fusing on its own.
+from libc.math cimport sqrt, fabs, fma
 
 cdef extern from "Python.h":
     # under names of their own: core/extras.pxi declares these macros for PyObject*
@@ -101,14 +105,14 @@ def _optim_sgd(tuple params, double lr, double weight_decay, double momentum,
         p = _param(params, i)
         g = p.grad
         if weight_decay != 0:
-            g = g + weight_decay * p.data           # grad.add(param, alpha=weight_decay)
+            g = fma(weight_decay, p.data, g)        # grad.add(param, alpha=weight_decay)
         if momentum != 0:
             if first:
                 m[i] = g                            # torch.clone(grad)
             else:                                   # buf.mul_(momentum).add_(grad, alpha=1-dampening)
-                m[i] = m[i] * momentum + (1 - dampening) * g
+                m[i] = fma(1 - dampening, g, m[i] * momentum)
             if nesterov:
-                g = g + momentum * m[i]
+                g = fma(momentum, m[i], g)          # grad.add(buf, alpha=momentum)
             else:
                 g = m[i]
         p.data = p.data - lr * g                    # param.add_(grad, alpha=-lr): the notebook's update
@@ -136,11 +140,11 @@ def _optim_adam(tuple params, double lr, double beta1, double beta2, double eps,
             if decoupled:
                 p.data = p.data * (1 - lr * weight_decay)   # param.mul_(1 - lr*weight_decay)
             else:
-                g = g + weight_decay * p.data               # grad.add(param, alpha=weight_decay)
+                g = fma(weight_decay, p.data, g)            # grad.add(param, alpha=weight_decay)
         m = ea[i]                                           # exp_avg.lerp_(grad, 1 - beta1)
-        m = m + w * (g - m) if fabs(w) < 0.5 else g - (g - m) * (1 - w)
+        m = fma(w, g - m, m) if fabs(w) < 0.5 else fma(-(g - m), 1 - w, g)
         ea[i] = m
-        v = es[i] * beta2 + (1 - beta2) * g * g             # mul_(beta2).addcmul_(g, g, value=1-beta2)
+        v = fma((1 - beta2) * g, g, es[i] * beta2)          # mul_(beta2).addcmul_(g, g, value=1-beta2)
         es[i] = v
         denom = sqrt(v) / bc2_sqrt + eps
         p.data = p.data + (-step_size) * m / denom          # param.addcdiv_(exp_avg, denom, value=-step_size)

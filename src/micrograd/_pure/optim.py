@@ -5,6 +5,26 @@ micrograd/optim.py drives both; read each function next to its counterpart in th
 """
 import math
 
+try:
+    _fma = math.fma            # Python 3.13+
+except AttributeError:
+    def _fma(a, b, c):
+        """a*b + c rounded once, as C's fma(): exact in integers (a double is n / 2**k),
+        then int / int, which CPython rounds correctly. The core calls C's fma() where
+        torch's kernels fuse (see core/optim.pxi)."""
+        if not (math.isfinite(a) and math.isfinite(b) and math.isfinite(c)):
+            return a * b + c
+        na, da = a.as_integer_ratio()
+        nb, db = b.as_integer_ratio()
+        nc, dc = c.as_integer_ratio()
+        num = na * nb * dc + nc * da * db
+        if num == 0:          # a*b == -c exactly: a*b is a double, the unfused sum is exact
+            return a * b + c
+        try:
+            return num / (da * db * dc)
+        except OverflowError:
+            return a * b + c
+
 
 class _Doubles(list):
     """n floats, zeroed: one per parameter of a group (the core: a C array of doubles)."""
@@ -47,13 +67,13 @@ def _optim_sgd(params, lr, weight_decay, momentum, dampening, nesterov, buf, fir
     for i, p in enumerate(params):
         g = p._grad
         if weight_decay != 0:
-            g = g + weight_decay * p._data
+            g = _fma(weight_decay, p._data, g)
         if momentum != 0:
             if first:
                 buf[i] = g
             else:
-                buf[i] = buf[i] * momentum + (1 - dampening) * g
-            g = g + momentum * buf[i] if nesterov else buf[i]
+                buf[i] = _fma(1 - dampening, g, buf[i] * momentum)
+            g = _fma(momentum, buf[i], g) if nesterov else buf[i]
         p._data = p._data - lr * g
 
 
@@ -73,11 +93,11 @@ def _optim_adam(params, lr, beta1, beta2, eps, weight_decay, decoupled, step,
             if decoupled:
                 p._data = p._data * (1 - lr * weight_decay)
             else:
-                g = g + weight_decay * p._data
+                g = _fma(weight_decay, p._data, g)
         m = exp_avg[i]
-        m = m + w * (g - m) if abs(w) < 0.5 else g - (g - m) * (1 - w)
+        m = _fma(w, g - m, m) if abs(w) < 0.5 else _fma(-(g - m), 1 - w, g)
         exp_avg[i] = m
-        v = exp_avg_sq[i] * beta2 + (1 - beta2) * g * g
+        v = _fma((1 - beta2) * g, g, exp_avg_sq[i] * beta2)
         exp_avg_sq[i] = v
         denom = math.sqrt(v) / bc2_sqrt + eps
         p._data = p._data + (-step_size) * m / denom
