@@ -291,6 +291,7 @@ BAD = [
     (lambda ps: Adam(ps[0]), TypeError, "should be an iterable of Values or dicts"),
     (lambda ps: SGD([{"params": ps[:1]}, {"params": ps[:1]}], lr=0.1), ValueError,
      "some parameters appear in more than one parameter group"),
+    (lambda ps: SGD([ps[0], ps[0] * ps[1]], lr=0.1), ValueError, "can't optimize a non-leaf Value"),
     (lambda ps: SGD({"params": set(ps)} and [{"params": set(ps)}], lr=0.1), TypeError, "ordered collections"),
 ]
 

@@ -81,6 +81,16 @@ def _optim_same_params(list current, tuple checked):
     return True
 
 
+def _optim_first_non_leaf(tuple params):
+    """Index of the first parameter that is an op's result (torch: "can't optimize a
+    non-leaf Tensor"), or -1. Reads the op code: v._prev would sync every live Tape."""
+    cdef Py_ssize_t i
+    for i in range(_tuple_size(params)):
+        if _param(params, i)._code != LEAF:
+            return i
+    return -1
+
+
 def _optim_zero_grad(tuple params):
     """grad = 0.0 on every parameter."""
     cdef Py_ssize_t i

@@ -78,6 +78,8 @@ class Optimizer:
                                 f"{_typename(v)}, the others {self._value.__module__}.Value")
             if self._value is None:
                 self._value, self._kernel = value_cls, kernel
+        if self._kernel is not None and self._kernel._optim_first_non_leaf(tuple(values)) >= 0:
+            raise ValueError("can't optimize a non-leaf Value")
 
     def add_param_group(self, param_group):
         """Add a group (a dict with 'params' and optional hyperparameters). Checked in full

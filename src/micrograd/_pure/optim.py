@@ -5,6 +5,8 @@ micrograd/optim.py drives both; read each function next to its counterpart in th
 """
 import math
 
+from micrograd._pure.declarations import LEAF
+
 try:
     _fma = math.fma            # Python 3.13+
 except AttributeError:
@@ -50,6 +52,14 @@ def _check_len(params, d):
 def _optim_same_params(current, checked):
     """Does the group's list still hold exactly the checked Values, in order (identity)?"""
     return len(current) == len(checked) and all(a is b for a, b in zip(current, checked))
+
+
+def _optim_first_non_leaf(params):
+    """Index of the first parameter that is an op's result, or -1 (see core/optim.pxi)."""
+    for i, p in enumerate(params):
+        if p._code != LEAF:
+            return i
+    return -1
 
 
 def _optim_zero_grad(params):
