@@ -15,6 +15,7 @@ the parts included below, each read next to its twin in ``micrograd/_pure/``:
     core/node.pxi    _pure/node.py    the Value class; building nodes; pickling
     core/walk.pxi    _pure/walk.py    the topological walk and eager backward
     core/tape.pxi    _pure/tape.py    Tape: record once, replay over dense arrays
+    core/optim.pxi   _pure/optim.py   the optimizers' per-parameter loops (micrograd.optim)
 """
 cimport cython
 from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
@@ -35,5 +36,6 @@ include "core/extras.pxi"
 include "core/node.pxi"
 include "core/walk.pxi"
 include "core/tape.pxi"
+include "core/optim.pxi"
 
 _install_slots(Value)

@@ -9,6 +9,7 @@ same names: read each file next to its counterpart in the core.
     node.py           src/core/node.pxi       the Value class; building nodes; pickling
     walk.py           src/core/walk.pxi       the topological walk and eager backward
     tape.py           src/core/tape.pxi       Tape: record once, replay over lists
+    optim.py          src/core/optim.pxi      the optimizers' per-parameter loops (micrograd.optim)
 
 Selected by ``MICROGRAD_PURE_PYTHON=1``, or automatically when the compiled module
 cannot be imported.
