@@ -16,6 +16,7 @@ cdef extern from "Python.h":
         PyObject* (*tp_alloc)(_TypeSlots*, Py_ssize_t)
         void (*tp_free)(void*)
         PyObject* tp_dict
+        int (*tp_setattro)(PyObject*, PyObject*, PyObject*)
         void* tp_subclasses
     _TypeSlots* _type_of "Py_TYPE"(PyObject*)
     PyObject* _init_object "PyObject_Init"(PyObject*, _TypeSlots*)
@@ -208,10 +209,12 @@ cdef void _value_dealloc(PyObject* o) noexcept:
 
 
 cdef void _install_slots(type node_type) noexcept:
-    """Install the pair above into Value (and tell CPython the type changed)."""
+    """Install the pair above, and the attribute setter of core/extras.pxi, into Value
+    (and tell CPython the type changed)."""
     global _node_size, _per_chunk
     _node_size = (<_TypeSlots*>node_type).tp_basicsize
     _per_chunk = (CHUNK - CHUNK_HEADER) // _node_size
     (<_TypeSlots*>node_type).tp_alloc = _value_alloc
     (<_TypeSlots*>node_type).tp_dealloc = _value_dealloc
+    (<_TypeSlots*>node_type).tp_setattro = _value_setattro
     PyType_Modified(node_type)

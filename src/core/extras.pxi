@@ -10,7 +10,8 @@ cdef dict _extras = {}
 
 cdef extern from "Python.h":
     PyObject* _type_lookup "_PyType_Lookup"(_TypeSlots* type, PyObject* name)
-    int PyObject_GenericSetAttr(object o, object name, PyObject* value) except -1
+    int PyObject_GenericSetAttr(object o, object name, PyObject* value) noexcept
+    bint PyUnicode_CheckExact(PyObject* o)
     bint PyFunction_Check(PyObject* o)
     PyObject* PyFunction_GET_CLOSURE(PyObject* o)
     PyObject* PyCell_GET(PyObject* o)
@@ -83,16 +84,26 @@ cdef class _Attribute:
             raise AttributeError("'%s' object has no attribute '%s'" % (type(obj).__name__, self.name))
 
 
-cdef int _set_attribute(Value v, object name, PyObject* value) except -1:
-    """tp_setattro (value NULL: delete): descriptors and __dict__ as usual; a new name on
-    a plain Value first gets its _Attribute."""
-    if (type(v) is Value and type(name) is str and value != NULL
-            and _type_lookup(_type_of(<PyObject*>v), <PyObject*>name) == NULL):
-        if name.startswith("__") and name.endswith("__"):
-            raise AttributeError("'Value' object has no attribute '%s' (special names "
-                                 "cannot be set on a Value)" % name)
+cdef int _value_setattro(PyObject* o, PyObject* name, PyObject* value) noexcept:
+    """tp_setattro (value NULL: delete), installed by _install_slots: CPython's generic
+    one; if a plain Value lacks the name, it first gets its _Attribute (not for special
+    __names__: those the class has or has not by design)."""
+    if (value != NULL and _type_of(o) == <_TypeSlots*>Value and PyUnicode_CheckExact(name)
+            and _type_lookup(_type_of(o), name) == NULL and not _is_special(<object>name)):
+        if _add_attribute(<object>name) < 0:
+            return -1
+    return PyObject_GenericSetAttr(<object>o, <object>name, value)
+
+
+cdef bint _is_special(str name) noexcept:
+    return name.startswith("__") and name.endswith("__")
+
+
+cdef int _add_attribute(str name) noexcept:
+    try:
         _add_class_attribute(name, _Attribute(name))
-    PyObject_GenericSetAttr(v, name, value)
+    except BaseException:
+        return -1               # the error stays set for the caller
     return 0
 
 

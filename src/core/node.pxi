@@ -160,13 +160,6 @@ cdef class Value:
             _check_partials(self._code, self._a.data, _y(self))
         _chain(self)
 
-    # -- attributes the class does not define (core/extras.pxi) ------------------------
-    def __setattr__(self, name, value):
-        _set_attribute(self, name, <PyObject*>value)
-
-    def __delattr__(self, name):
-        _set_attribute(self, name, NULL)
-
     # -- what upstream exposes as attributes --------------------------------------------
     @property
     def _prev(self):
@@ -496,7 +489,9 @@ cdef inline double _as_double(object x) except? -1.0:
 cdef double _as_real(object x) except? -1.0:
     """x as a node's number: as _as_double, but a complex (numpy's too) is a TypeError,
     not a ComplexWarning and a dropped imaginary part."""
-    if type(x) is not float and isinstance(x, _numbers.Complex) and not isinstance(x, _numbers.Real):
+    if type(x) is float or type(x) is int:      # the common cases, without ABC checks
+        return x
+    if isinstance(x, _numbers.Complex) and not isinstance(x, _numbers.Real):
         raise TypeError("can't convert complex to float")
     return x
 
