@@ -551,3 +551,28 @@ def test_reinit_cycles_would_not_leak_because_they_are_refused():
         """
     grown = float(assert_runs(code).split()[-1])
     assert grown < 8, grown
+
+
+def test_reinitialising_a_node_mid_walk_raises_instead_of_freeing(engine):
+    """Python code that runs during a walk (a _backward; a gc callback or finalizer alike)
+    and calls __init__ on a node below would free nodes the walk still points into: it
+    gets a RuntimeError instead, and the walk completes."""
+    V = engine.Value
+    x = V(0.5)
+    h = x
+    for _ in range(30000):
+        h = h * 1.0000001 + 0.1
+    hook = h * 1.0
+    seen = []
+
+    def _backward():
+        try:
+            h.__init__(0.0)
+            seen.append("ran")
+        except RuntimeError:
+            seen.append("RuntimeError")
+        h.grad += hook.grad
+    hook._backward = _backward
+    (hook * 2.0).backward()
+    assert seen == ["RuntimeError"] and h._op == "+"
+    assert x.grad == pytest.approx(2.0 * 1.0000001 ** 30000)
