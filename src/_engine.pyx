@@ -12,6 +12,8 @@ the parts included below, each read next to its twin in ``micrograd/_pure/``:
     core/rules.pxi   _pure/rules.py   Python's float semantics; each op's forward rule
                                       and local gradients, side by side
     core/alloc.pxi   (none)           the node allocator: CPython's serves the twin
+    core/extras.pxi  _pure/extras.py  what lives beside a node: label, hand-built op,
+                                      an assigned _backward, attributes
     core/node.pxi    _pure/node.py    the Value class; building nodes; pickling
     core/walk.pxi    _pure/walk.py    the topological walk and eager backward
     core/tape.pxi    _pure/tape.py    Tape: record once, replay over dense arrays

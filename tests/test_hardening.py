@@ -1,4 +1,4 @@
-"""Issue 13 (hardening): no Python-level call may crash the process, mislead or leak.
+"""Hardening: no Python-level call may crash the process, mislead or leak.
 
 Tests that could crash run their code in a subprocess, so that a segfault fails the
 test instead of killing pytest.
@@ -32,7 +32,7 @@ def assert_runs(code, timeout=300):
 
 
 # ---------------------------------------------------------------------------------
-# Item 2: a Tape made without __init__
+# A Tape made without __init__
 # ---------------------------------------------------------------------------------
 UNINITIALISED_CALLS = {
     "forward": "t.forward()",
@@ -48,7 +48,7 @@ UNINITIALISED_CALLS = {
 
 @pytest.mark.parametrize("call", sorted(UNINITIALISED_CALLS))
 def test_uninitialised_tape_raises(engine, call):
-    # in a subprocess: before the fix the core dereferenced NULL here
+    # in a subprocess: a NULL dereference here would kill the interpreter
     out = assert_runs(f"""
         from {engine.__name__} import Tape
         t = Tape.__new__(Tape)
@@ -119,7 +119,7 @@ BAD_REBUILDS = [
     ("op_big", 2, 256 + 1, ValueError),
     ("op_huge", 2, 2 ** 100, ValueError),
     ("c_str", 5, "x", TypeError),
-    ("visited_flag", 6, 1, ValueError),        # item 4: backward would skip the node
+    ("visited_flag", 6, 1, ValueError),        # backward would skip the node
     ("done_flag", 6, 2, ValueError),
     ("extra_flag", 6, 8, ValueError),
     ("taped_flag", 6, 16, ValueError),
@@ -166,7 +166,7 @@ def test_rebuild_rejects_inconsistent_operands(engine):
 
 
 def test_rebuild_visited_bit_cannot_hide_a_node_from_backward(engine):
-    # item 4: before the fix, _rebuild(..., int_exp=VISITED) made backward skip the node
+    # _rebuild(..., int_exp=VISITED) must not make backward skip the node
     a = engine.Value(2.0)
     m = engine._rebuild(4.0, 0.0, 2, a, a, 0.0, 0, None)
     (m + 1.0).backward()
@@ -257,7 +257,7 @@ def crafted_pickle(*args):
 
 
 def test_crafted_pickles_get_python_exceptions():
-    # the issue's repros: a CUSTOM node whose children are ints or a str; a short extras tuple
+    # crafted pickles: a CUSTOM node whose children are ints or a str; a short extras tuple
     cases = [
         (1.0, 0.0, 10, None, None, 0.0, 0, (None, None, (1, 2))),
         (1.0, 0.0, 10, None, None, 0.0, 0, (None, None, "abc")),
@@ -287,7 +287,7 @@ def test_crafted_pickle_round_trips_a_valid_node():
 
 
 # ---------------------------------------------------------------------------------
-# Item 10: live tapes and threads
+# Live tapes and threads
 # ---------------------------------------------------------------------------------
 def test_tapes_in_two_threads_never_raise(engine):
     errors = []
@@ -352,7 +352,7 @@ def test_tapes_freed_while_another_syncs_in_subprocess():
 
 
 # ---------------------------------------------------------------------------------
-# Item 12: messages
+# Messages
 # ---------------------------------------------------------------------------------
 def test_pickling_a_tape_says_what_to_do(engine):
     x = engine.Value(2.0)
@@ -397,7 +397,7 @@ def test_mixing_the_two_cores_says_so():
 
 
 # ---------------------------------------------------------------------------------
-# Item 6: the setters reject complex numbers as the constructor does
+# The setters reject complex numbers as the constructor does
 # ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("z", [1j, np.complex128(1 + 2j), np.complex64(3)], ids=["complex", "complex128", "complex64"])
 @pytest.mark.parametrize("field", ["data", "grad"])
@@ -424,7 +424,7 @@ def test_setters_still_take_real_numbers(engine, field):
 
 
 # ---------------------------------------------------------------------------------
-# Item 5: float subclasses: the stored value, as CPython's float arithmetic uses
+# Float subclasses: the stored value, as CPython's float arithmetic uses
 # ---------------------------------------------------------------------------------
 class Liar(float):
     """A float whose __float__ lies: float arithmetic ignores it (PyFloat_AsDouble reads
@@ -478,7 +478,7 @@ def test_float_subclass_same_in_both_cores():
 
 
 # ---------------------------------------------------------------------------------
-# Item 9: the walk's scratch arrays give back what a huge graph grew them to
+# The walk's scratch arrays give back what a huge graph grew them to
 # ---------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_rss_returns_after_a_five_million_node_chain_compiled():

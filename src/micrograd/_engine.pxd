@@ -100,7 +100,7 @@ cdef class Value:    # cycle a node can be in, through a _backward closure
     cdef Value _a               # first operand, None for a leaf
     cdef _Second _second        # second operand or POWC's exponent: read with _b and _y
     cdef unsigned char _code    # op code: selects the forward and the local-gradient rule
-    cdef unsigned char _flags   # VISITED | DONE | INT_EXP | HAS_EXTRA | TAPED | USER_RULE
+    cdef unsigned char _flags   # the bits above: VISITED, DONE, INT_EXP, HAS_EXTRA, ...
     cdef unsigned int _slot     # scratch: this node's slot in the Tape being recorded
     # (data..._slot fill 38 bytes after the 16-byte object header: 56 in all with padding,
     # no GC header; no op has both a second operand and an exponent, so they share 8 bytes)
