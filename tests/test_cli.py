@@ -139,9 +139,7 @@ def test_upstream_path_that_holds_no_upstream(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("MICROGRAD_UPSTREAM_PATH"),
-                    reason="set MICROGRAD_UPSTREAM_PATH to an upstream micrograd 0.1.0 install")
-def test_upstream_is_timed():
-    proc = cli(*FEW, MICROGRAD_UPSTREAM_PATH=os.environ["MICROGRAD_UPSTREAM_PATH"])
+def test_upstream_is_timed(upstream_path):
+    proc = cli(*FEW, MICROGRAD_UPSTREAM_PATH=str(upstream_path))
     assert proc.returncode == 0, proc.stderr
     assert re.search(r"compiled is \d+\.\dx faster than upstream micrograd", proc.stdout)
