@@ -19,7 +19,6 @@ cdef extern from "Python.h":
     Py_ssize_t PyTuple_GET_SIZE(PyObject* o)
     PyObject* PyTuple_GET_ITEM(PyObject* o, Py_ssize_t i)
     PyObject* PyList_GET_ITEM(PyObject* o, Py_ssize_t i)
-    PyObject* PyDict_GetItem(PyObject* d, PyObject* key)    # borrowed; never raises
 
 
 cdef object _get_extra(Value v, int field):
@@ -30,7 +29,7 @@ cdef object _get_extra(Value v, int field):
 
 cdef int _set_extra(Value v, int field, object item) except -1:
     if not v._flags & HAS_EXTRA:
-        _extras[id(v)] = [None, None, None, None, None]
+        _extras[id(v)] = [None] * N_EXTRAS
         v._flags |= HAS_EXTRA
     _extras[id(v)][field] = item
     return 0
