@@ -128,19 +128,12 @@ RSS_ENGINES = pytest.mark.parametrize(
     "engine", ["cython", pytest.param("python", marks=pytest.mark.slow)], indirect=True)
 
 
-ATTR_RSS = '''
-import gc
-Value = E.Value
+# A subprocess script's end: RSS growth over 200k more rounds of its loop(n), after
+# 200k rounds of warm-up (allocator pools, the side table's size)
+MEASURE_RSS = '''
 def rss():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * 4096 / 2**20
-def loop(n):
-    for i in range(n):
-        p = Value(float(i))
-        p.m = [0.0] * 8
-        p.v = float(i)
-        q = p * p
-        q.seen = (p, i)
 gc.collect()
 loop(200_000)                   # warm-up: allocator pools, the side table's size
 gc.collect()
@@ -149,6 +142,19 @@ loop(200_000)
 gc.collect()
 print(rss() - before)
 '''
+
+
+ATTR_RSS = '''
+import gc
+Value = E.Value
+def loop(n):
+    for i in range(n):
+        p = Value(float(i))
+        p.m = [0.0] * 8
+        p.v = float(i)
+        q = p * p
+        q.seen = (p, i)
+''' + MEASURE_RSS
 
 
 @RSS_ENGINES
@@ -206,38 +212,16 @@ def test_tape_records_hand_built_custom_nodes_without_backward(engine):
 # 6. The out -> _backward -> cell -> out cycle
 # ---------------------------------------------------------------------------------
 CYCLE_RSS = '''
-import gc, math
+import gc
 Value = E.Value
-def sin(v):
-    out = Value(math.sin(v.data), (v,), 'sin')
-    def _backward():
-        v.grad += math.cos(v.data) * out.grad
-    out._backward = _backward
-    return out
-def tanh(v):
-    t = math.tanh(v.data)
-    out = Value(t, (v,), 'tanh')
-    def _backward():
-        v.grad += (1 - t**2) * out.grad
-    out._backward = _backward
-    return out
-def rss():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096 / 2**20
+''' + LECTURE_OPS + '''
 def loop(n):
     for i in range(n // 2):
         x = Value(0.001 * i)
         y = tanh(sin(x) * x)      # two custom nodes per round
         if i % 64 == 0:
             y.backward()
-gc.collect()
-loop(200_000)                     # warm-up
-gc.collect()
-before = rss()
-loop(200_000)
-gc.collect()
-print(rss() - before)
-'''
+''' + MEASURE_RSS
 
 
 @RSS_ENGINES

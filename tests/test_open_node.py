@@ -15,10 +15,8 @@ import textwrap
 
 import pytest
 
-import micrograd
-from conftest import run_upstream
+from conftest import run_upstream, subprocess_env
 
-SRC = os.path.dirname(os.path.dirname(os.path.abspath(micrograd.__file__)))
 
 
 def close(a, b, rel=1e-12):
@@ -58,10 +56,8 @@ def run_under_upstream(upstream_path, source, call):
 def run_in_subprocess(engine, code, timeout=600):
     """Run code with this package importable and `E` the engine module; its stdout."""
     prelude = f"import micrograd.{engine.__name__.split('.')[-1]} as E\n"
-    env = dict(os.environ, PYTHONPATH=SRC)
-    env.pop("MICROGRAD_PURE_PYTHON", None)
     proc = subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)],
-                          env=env, capture_output=True, text=True, timeout=timeout)
+                          env=subprocess_env(), capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
 
