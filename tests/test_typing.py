@@ -6,6 +6,7 @@ finds every public symbol typed except the gaps the README names. One run of myp
 pyright serve the script tests."""
 import importlib.util
 import json
+import os
 import re
 import subprocess
 import sys
@@ -134,10 +135,13 @@ def mypy_output(scripts):
 def _pyright(*args, cwd):
     if importlib.util.find_spec("pyright") is None:
         pytest.skip("pyright is not installed (pip install 'pyright[nodejs]')")
-    # --pythonpath: this interpreter's sys.path, where micrograd is the one this session imports
+    # pyright reads the search paths of this interpreter, where micrograd is the one this
+    # session imports: --pythonpath says so, and PATH too, since --verifytypes ignores
+    # --pythonpath (pyright 1.1.414) and runs the first `python` on PATH
+    env = subprocess_env(PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
     proc = subprocess.run([sys.executable, "-m", "pyright", "--pythonpath", sys.executable,
                            "--outputjson", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=600, env=subprocess_env())
+                          timeout=600, env=env)
     try:
         return json.loads(proc.stdout)
     except json.JSONDecodeError:
