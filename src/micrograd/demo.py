@@ -46,7 +46,6 @@ def nn_module(engine: Union[str, Callable[[float], _Scalar]]) -> ModuleType:
     can hold models of both backends side by side (the CLI compares them that way).
     """
     spec = importlib.util.find_spec("micrograd.nn")
-    assert spec is not None and spec.loader is not None   # this package's own module
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     mod.Value = engine if callable(engine) else engine_module(engine).Value
