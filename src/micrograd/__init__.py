@@ -6,7 +6,7 @@ class MixedInstallError(ImportError):
     install ``micrograd/``), or misses some of ours: reinstall the one you want."""
 
 
-def _check_folder():
+def _check_folder() -> None:
     """Raise MixedInstallError unless engine.py and nn.py beside this file are ours and our
     other modules are there. Costs one listdir and two short reads."""
     import os
@@ -40,15 +40,20 @@ def _check_folder():
 _check_folder()
 del _check_folder
 
+from typing import TYPE_CHECKING  # noqa: E402
+
 from micrograd.engine import BACKEND, Tape, Value  # noqa: E402
 
 __version__ = "0.2.0"
 __all__ = ["Value", "Tape", "BACKEND", "draw_dot", "MixedInstallError", "__version__"]
 
 
-def __getattr__(name):
-    # graphviz is an optional extra: import it only when a picture is asked for
-    if name == "draw_dot":
-        from micrograd.viz import draw_dot
-        return draw_dot
-    raise AttributeError(f"module 'micrograd' has no attribute {name!r}")
+if TYPE_CHECKING:   # checkers see draw_dot itself; at run time it is imported on first use
+    from micrograd.viz import draw_dot
+else:
+    def __getattr__(name):
+        # graphviz is an optional extra: import it only when a picture is asked for
+        if name == "draw_dot":
+            from micrograd.viz import draw_dot
+            return draw_dot
+        raise AttributeError(f"module 'micrograd' has no attribute {name!r}")

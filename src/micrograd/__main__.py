@@ -15,13 +15,17 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import TYPE_CHECKING, Callable, Optional, Sequence, Union
+
+if TYPE_CHECKING:
+    from micrograd.demo import Demo     # imported when the demo runs, not before
 
 ROUNDS = 5  # timed steps per engine and process in the speed comparison (after a warm-up step)
 PROCESSES = 2  # processes per engine, alternating: compiled, twin, twin, compiled
 
 
-def _int_at_least(low):
-    def parse(text):
+def _int_at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
         try:
             n = int(text)
         except ValueError:
@@ -32,14 +36,14 @@ def _int_at_least(low):
     return parse
 
 
-def _seed(text):
+def _seed(text: str) -> int:
     n = _int_at_least(0)(text)
     if n >= 2**32:
         raise argparse.ArgumentTypeError(f"must be below 2**32 (numpy's limit), got {n}")
     return n
 
 
-def parse_args(argv=None):
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="micrograd", description="Train micrograd's moons demo on the compiled engine "
         "and compare its speed with the pure-Python twin (and upstream micrograd).")
@@ -59,7 +63,7 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def plot_decision_boundary(demo, path, title):
+def plot_decision_boundary(demo: "Demo", path: str, title: str) -> None:
     """Upstream notebook's picture: the model's sign over a grid, with the data on top."""
     import matplotlib
     matplotlib.use("Agg")
@@ -97,7 +101,7 @@ print(json.dumps(times["step"]))
 """
 
 
-def time_steps(engine, args, path=None):
+def time_steps(engine: str, args: argparse.Namespace, path: Optional[str] = None) -> list[int]:
     """CPU ns of each timed step of engine, in a process of its own (micrograd.demo's
     Demo.timed_steps, loaded by path so that under upstream, `micrograd` is upstream's)."""
     from micrograd import demo
@@ -108,16 +112,17 @@ def time_steps(engine, args, path=None):
     if proc.returncode:
         lines = proc.stderr.strip().splitlines() or ["no output"]
         raise RuntimeError(lines[-1])
-    return json.loads(proc.stdout)
+    times: list[int] = json.loads(proc.stdout)
+    return times
 
 
-def compare(args):
+def compare(args: argparse.Namespace) -> tuple[float, float]:
     """Median CPU seconds per step of the compiled core and the twin.
 
     Each engine runs in processes of its own, alternately, as benchmarks/run.py does:
     timed in one process, the two engines' steps disturb each other's caches and
     allocator state."""
-    times = {"cython": [], "python": []}
+    times: dict[str, list[int]] = {"cython": [], "python": []}
     order = ["cython", "python"]
     for r in range(PROCESSES):
         for engine in (order if r % 2 == 0 else order[::-1]):
@@ -128,7 +133,7 @@ def compare(args):
     return statistics.median(times["cython"]) / 1e9, statistics.median(times["python"]) / 1e9
 
 
-def time_upstream(args):
+def time_upstream(args: argparse.Namespace) -> Union[float, str]:
     """Median CPU seconds per eager step of upstream micrograd, or an explanation."""
     path = os.path.realpath(args.upstream_path)
     if not os.path.isdir(path):
@@ -139,7 +144,7 @@ def time_upstream(args):
         return f"upstream could not be timed: {exc}"
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     try:
         import numpy  # noqa: F401  (the demo's data)

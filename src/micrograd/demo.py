@@ -10,17 +10,24 @@ Needs numpy and scikit-learn (the ``demo`` extra), like the notebook.
 import importlib.util
 import random
 import time
+from types import ModuleType
+from typing import Any, Callable, Optional, Union
+
+# The demo runs any engine (both cores, upstream, PyTorch in the benchmarks), and numpy is an
+# optional dependency: scalars, models and arrays are typed Any here.
+_Scalar = Any
+_Array = Any
 
 PHASES = ("forward", "backward", "update", "free", "step")
 
 
-def learning_rate(k, steps=100):
+def learning_rate(k: int, steps: int = 100) -> float:
     """The notebook's schedule, ``1.0 - 0.9*k/100``; a run longer than 100 steps stretches it
     over all its steps, so the rate stays positive."""
     return 1.0 - 0.9*k/max(steps, 100)
 
 
-def engine_module(engine):
+def engine_module(engine: str) -> ModuleType:
     """The module that provides Value and Tape for engine 'cython' or 'python'."""
     if engine == "cython":
         from micrograd import _engine
@@ -31,7 +38,7 @@ def engine_module(engine):
     raise ValueError(f"engine must be 'cython' or 'python', not {engine!r}")
 
 
-def nn_module(engine):
+def nn_module(engine: Union[str, Callable[[float], _Scalar]]) -> ModuleType:
     """A fresh copy of micrograd.nn whose Value is engine's ('cython' or 'python'), or
     engine itself if it is a callable that makes scalars (the benchmark's torch tensors).
 
@@ -45,7 +52,7 @@ def nn_module(engine):
     return mod
 
 
-def moons(n_samples=100, noise=0.1, seed=1337):
+def moons(n_samples: int = 100, noise: float = 0.1, seed: int = 1337) -> tuple[_Array, _Array]:
     """The notebook's data: seeds numpy's and Python's global RNGs, as the notebook does."""
     import numpy as np
     from sklearn.datasets import make_moons
@@ -57,7 +64,7 @@ def moons(n_samples=100, noise=0.1, seed=1337):
     return X, y
 
 
-def notebook_loss(Value, model, X, y):
+def notebook_loss(Value: Callable[[float], _Scalar], model: Any, X: _Array, y: _Array) -> tuple[_Scalar, float, list[_Scalar]]:
     """The notebook's loss(), expression for expression: (total_loss, accuracy, scores).
 
     Shared by every engine that runs the demo: both cores here, and upstream and
@@ -81,7 +88,17 @@ class Demo:
     as ``micrograd`` in this process (upstream 0.1.0 when run with its folder on the path;
     it has no Tape)."""
 
-    def __init__(self, engine="cython", n_samples=100, seed=1337, hidden=(16, 16)):
+    Value: Callable[[float], _Scalar]
+    Tape: Optional[Callable[[_Scalar], Any]]
+    model: Any
+    X: _Array
+    y: _Array
+    tape: Any
+    total_loss: _Scalar
+    _scores: Any
+
+    def __init__(self, engine: str = "cython", n_samples: int = 100, seed: int = 1337,
+                 hidden: tuple[int, ...] = (16, 16)) -> None:
         self.engine = engine
         self.Value, self.Tape, MLP = self.backend(engine)
         self.X, self.y = moons(n_samples=n_samples, seed=seed)
@@ -89,7 +106,7 @@ class Demo:
         self.tape = self.total_loss = self._scores = None
 
     @staticmethod
-    def backend(engine):
+    def backend(engine: str) -> tuple[Callable[[float], _Scalar], Optional[Callable[[_Scalar], Any]], Any]:
         """(Value, Tape or None, MLP class) of engine."""
         if engine == "upstream":
             from micrograd.engine import Value
@@ -97,11 +114,11 @@ class Demo:
             return Value, None, MLP
         return engine_module(engine).Value, engine_module(engine).Tape, nn_module(engine).MLP
 
-    def loss(self):
+    def loss(self) -> tuple[_Scalar, float, list[_Scalar]]:
         """The notebook's loss(): (total_loss, accuracy, scores) for the full batch."""
         return notebook_loss(self.Value, self.model, self.X, self.y)
 
-    def forward(self, tape=False):
+    def forward(self, tape: bool = False) -> float:
         """Build the loss (tape: replay the Tape recorded on the first call); returns accuracy.
 
         A Tape freezes the graph, so its parameters and labels are listed once."""
@@ -116,7 +133,7 @@ class Demo:
         self._replayed = self.tape.forward()
         return sum(pos == (s.data > 0) for pos, s in zip(self._positive, self._scores)) / len(self._scores)
 
-    def backward(self, tape=False):
+    def backward(self, tape: bool = False) -> None:
         """``model.zero_grad()`` then the loss's backward (tape: the Tape's)."""
         if tape:
             for p in self._params:
@@ -126,13 +143,13 @@ class Demo:
             self.model.zero_grad()
             self.total_loss.backward()
 
-    def update(self, k, steps=100, tape=False):
+    def update(self, k: int, steps: int = 100, tape: bool = False) -> None:
         """The notebook's SGD step over every parameter."""
         lr = learning_rate(k, steps)
         for p in (self._params if tape else self.model.parameters()):
             p.data -= lr * p.grad
 
-    def free(self, tape=False):
+    def free(self, tape: bool = False) -> float:
         """The step's loss as a float; an eager step's graph is dropped here."""
         if tape:
             return self._replayed
@@ -140,18 +157,19 @@ class Demo:
         self.total_loss = self._scores = None
         return loss
 
-    def step(self, k, steps=100, tape=False):
+    def step(self, k: int, steps: int = 100, tape: bool = False) -> tuple[float, float]:
         """One training step: (loss, accuracy)."""
         acc = self.forward(tape)
         self.backward(tape)
         self.update(k, steps, tape)
         return self.free(tape), acc
 
-    def tape_step(self, k, steps=100):
+    def tape_step(self, k: int, steps: int = 100) -> tuple[float, float]:
         """The same step replayed from a Tape recorded on the first call."""
         return self.step(k, steps, tape=True)
 
-    def train(self, steps=100, tape=False, callback=None):
+    def train(self, steps: int = 100, tape: bool = False,
+              callback: Optional[Callable[[int, float, float], object]] = None) -> list[tuple[float, float]]:
         """Train for steps; returns the list of (loss, accuracy) per step."""
         history = []
         for k in range(steps):
@@ -160,11 +178,13 @@ class Demo:
                 callback(k, *history[-1])
         return history
 
-    def timed_steps(self, steps, warmup=1, tape=False, clock=time.process_time_ns):
+    def timed_steps(self, steps: int, warmup: int = 1, tape: bool = False,
+                    clock: Callable[[], int] = time.process_time_ns
+                    ) -> tuple[dict[str, list[int]], list[float], float]:
         """warmup + steps training steps with the clock read between phases (process CPU
         time by default): ({phase: [ns per timed step]}, [loss per step], last accuracy)."""
-        times = {ph: [] for ph in PHASES}
-        losses = []
+        times: dict[str, list[int]] = {ph: [] for ph in PHASES}
+        losses: list[float] = []
         for i in range(warmup + steps):
             t0 = clock()
             acc = self.forward(tape)

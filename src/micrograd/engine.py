@@ -6,8 +6,15 @@ module (with a warning). ``BACKEND`` says which one is active: ``'cython'`` or `
 """
 import os
 import warnings
+from typing import TYPE_CHECKING
 
-if os.environ.get("MICROGRAD_PURE_PYTHON", "") not in ("", "0"):
+BACKEND: str
+
+if TYPE_CHECKING:
+    # Type checkers read the compiled core's stubs (micrograd/_engine.pyi): the twin has the
+    # same API, and a checker cannot know which core an environment will pick at run time.
+    from micrograd._engine import Tape, Value
+elif os.environ.get("MICROGRAD_PURE_PYTHON", "") not in ("", "0"):
     from micrograd._pure import Tape, Value
     BACKEND = "python"
 else:

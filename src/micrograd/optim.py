@@ -17,13 +17,21 @@ kept per param group, not per parameter (every parameter has a grad here, so all
 group's parameters step together; a parameter added to a group later joins its count).
 """
 import warnings
+from types import ModuleType
+from typing import Any, Callable, Dict, Iterable, Optional, TypeVar, Union, overload
+
+from micrograd.engine import Value
+
+# What an optimizer takes, as torch.optim: Values, or dicts of 'params' and hyperparameters.
+ParamsT = Union[Iterable[Value], Iterable[Dict[str, Any]]]
+_T = TypeVar("_T")
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW"]
 
 
-def _cores():
+def _cores() -> list[tuple[type, ModuleType]]:
     """[(Value class, kernel module)] of the cores that import: compiled first, then twin."""
-    out = []
+    out: list[tuple[type, ModuleType]] = []
     try:
         from micrograd import _engine
         out.append((_engine.Value, _engine))
@@ -35,7 +43,7 @@ def _cores():
     return out
 
 
-def _typename(obj):
+def _typename(obj: object) -> str:
     # as torch.typename: builtins by bare name, others qualified by their module
     t = type(obj)
     return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
@@ -44,17 +52,22 @@ def _typename(obj):
 class Optimizer:
     """The shared part: param groups, per-group state, state_dict. Subclasses define
     defaults, _check_hyper (their ValueErrors) and _step_group."""
+    _buffers: tuple[str, ...]     # names of the per-parameter state arrays
+    _counts_steps: bool
+    _check_hyper: Callable[[Dict[str, Any]], None]
+    _step_group: Callable[[Dict[str, Any], Dict[str, Any], tuple[Value, ...]], None]
 
-    def __init__(self, params, defaults):
+    def __init__(self, params: ParamsT, defaults: Dict[str, Any]) -> None:
         cores = _cores()
         if isinstance(params, tuple(v for v, _ in cores)):
             raise TypeError("params argument given to the optimizer should be an iterable "
                             "of Values or dicts, but got " + _typename(params))
         self.defaults = defaults
-        self.param_groups = []
-        self._group_state = []   # per group: {'params': checked tuple, 'step': int, buffers}
-        self._value = self._kernel = None
-        groups = list(params)
+        self.param_groups: list[Dict[str, Any]] = []
+        self._group_state: list[Dict[str, Any]] = []   # per group: {'params': checked tuple, 'step': int, buffers}
+        self._value: Optional[type] = None
+        self._kernel: Any = None
+        groups: list[Any] = list(params)
         if len(groups) == 0:
             raise ValueError("optimizer got an empty parameter list")
         if not isinstance(groups[0], dict):
@@ -63,7 +76,7 @@ class Optimizer:
             self.add_param_group(group)
 
     # -- groups -------------------------------------------------------------------------
-    def _check_values(self, values):
+    def _check_values(self, values: list[Value]) -> None:
         """TypeError unless every item is a Value of one core (the first one seen)."""
         cores = _cores()
         for v in values:
@@ -81,7 +94,7 @@ class Optimizer:
         if self._kernel is not None and self._kernel._optim_first_non_leaf(tuple(values)) >= 0:
             raise ValueError("can't optimize a non-leaf Value")
 
-    def add_param_group(self, param_group):
+    def add_param_group(self, param_group: Dict[str, Any]) -> None:
         """Add a group (a dict with 'params' and optional hyperparameters). Checked in full
         first: a bad group changes nothing. The dict is copied, not modified."""
         if not isinstance(param_group, dict):
@@ -106,7 +119,7 @@ class Optimizer:
                               "in future, this will cause an error; "
                               "see github.com/pytorch/pytorch/issues/40967 for more information",
                               stacklevel=3)
-            seen = set()
+            seen: set[Value] = set()
             for g in self.param_groups:
                 seen.update(g["params"])
             if not seen.isdisjoint(params):
@@ -118,10 +131,10 @@ class Optimizer:
         self.param_groups.append(group)
         self._group_state.append({"params": tuple(params), "step": 0})
 
-    def _is_value(self, x):
+    def _is_value(self, x: object) -> bool:
         return isinstance(x, tuple(v for v, _ in _cores()))
 
-    def _checked(self, i):
+    def _checked(self, i: int) -> tuple[Value, ...]:
         """Group i's parameters as the checked tuple the kernels take; rechecked (and its
         state remapped by identity) only if the group's list changed since."""
         group, gs = self.param_groups[i], self._group_state[i]
@@ -137,15 +150,21 @@ class Optimizer:
                     gs[name] = self._kernel._Doubles.from_list(
                         [values[old[id(p)]] if id(p) in old else 0.0 for p in params])
             gs["params"] = tuple(params)
-        return gs["params"]
+        checked: tuple[Value, ...] = gs["params"]
+        return checked
 
     # -- the torch.optim API ---------------------------------------------------------------
-    def zero_grad(self, set_to_none=False):
+    def zero_grad(self, set_to_none: bool = False) -> None:
         """Set every parameter's grad to 0.0 (a Value's grad is a float: never None)."""
         for i in range(len(self.param_groups)):
             self._kernel._optim_zero_grad(self._checked(i))
 
-    def step(self, closure=None):
+    @overload
+    def step(self, closure: None = None) -> None: ...
+    @overload
+    def step(self, closure: Callable[[], _T]) -> _T: ...
+
+    def step(self, closure: Optional[Callable[[], _T]] = None) -> Optional[_T]:
         """One update of every group; with closure, calls it first and returns its loss."""
         loss = None
         if closure is not None:
@@ -155,10 +174,12 @@ class Optimizer:
             self._step_group(group, gs, params)
         return loss
 
-    def state_dict(self):
+    def state_dict(self) -> Dict[str, Any]:
         """torch's shape: {'state': {index: {...floats}}, 'param_groups': [{..., 'params':
         [indices]}]}; indices number the parameters across groups in order."""
-        state, groups, base = {}, [], 0
+        state: Dict[int, Dict[str, float]] = {}
+        groups: list[Dict[str, Any]] = []
+        base = 0
         for i, group in enumerate(self.param_groups):
             params = self._checked(i)
             gs = self._group_state[i]
@@ -169,13 +190,13 @@ class Optimizer:
             if names:
                 lists = {n: gs[n].tolist() for n in names}
                 for j in range(len(params)):
-                    entry = {"step": float(gs["step"])} if self._counts_steps else {}
+                    entry: Dict[str, float] = {"step": float(gs["step"])} if self._counts_steps else {}
                     entry.update((n, lists[n][j]) for n in names)
                     state[base + j] = entry
             base += len(params)
         return {"state": state, "param_groups": groups}
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         """Restore hyperparameters and state from state_dict() of an optimizer over as many
         parameters in as many groups. Checked in full first: a bad one changes nothing."""
         groups, saved = state_dict["param_groups"], state_dict["state"]
@@ -185,12 +206,13 @@ class Optimizer:
         if any(len(p) != len(g["params"]) for p, g in zip(checked, groups)):
             raise ValueError("loaded state dict contains a parameter group that doesn't match "
                              "the size of optimizer's group")
-        new_groups, new_states = [], []
+        new_groups: list[Dict[str, Any]] = []
+        new_states: list[Dict[str, Any]] = []
         for group, packed, params in zip(self.param_groups, groups, checked):
             g = dict(packed)
             g["params"] = group["params"]
             self._check_hyper(g)
-            gs = {"params": params, "step": 0}
+            gs: Dict[str, Any] = {"params": params, "step": 0}
             entries = [saved.get(idx) for idx in packed["params"]]
             present = [e for e in entries if e is not None]
             if present:
@@ -208,7 +230,7 @@ class Optimizer:
             group.update(g)
         self._group_state = new_states
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         lines = [type(self).__name__ + " ("]
         for i, group in enumerate(self.param_groups):
             lines.append(f"Parameter Group {i}")
@@ -217,14 +239,14 @@ class Optimizer:
 
 
 class _Required:
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<required parameter>"
 
 
 _required = _Required()
 
 
-def _check_nonneg(name, x):
+def _check_nonneg(name: str, x: float) -> None:
     if not 0.0 <= x:
         raise ValueError(f"Invalid {name}: {x}")
 
@@ -235,12 +257,13 @@ class SGD(Optimizer):
     _buffers = ("momentum_buffer",)
     _counts_steps = False
 
-    def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False):
+    def __init__(self, params: ParamsT, lr: float = 1e-3, momentum: float = 0, dampening: float = 0,
+                 weight_decay: float = 0, nesterov: bool = False) -> None:
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       weight_decay=weight_decay, nesterov=nesterov))
 
     @staticmethod
-    def _check_hyper(g):
+    def _check_hyper(g: Dict[str, Any]) -> None:
         if not 0.0 <= g["lr"]:
             raise ValueError(f"Invalid learning rate: {g['lr']}")
         _check_nonneg("momentum value", g["momentum"])
@@ -248,7 +271,7 @@ class SGD(Optimizer):
         if g["nesterov"] and (g["momentum"] <= 0 or g["dampening"] != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
 
-    def _step_group(self, group, gs, params):
+    def _step_group(self, group: Dict[str, Any], gs: Dict[str, Any], params: tuple[Value, ...]) -> None:
         momentum = group["momentum"]
         buf, first = None, False
         if momentum != 0:
@@ -267,11 +290,12 @@ class Adam(Optimizer):
     _counts_steps = True
     _decoupled = False
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0):
+    def __init__(self, params: ParamsT, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
 
     @staticmethod
-    def _check_hyper(g):
+    def _check_hyper(g: Dict[str, Any]) -> None:
         if not 0.0 <= g["lr"]:
             raise ValueError(f"Invalid learning rate: {g['lr']}")
         _check_nonneg("epsilon value", g["eps"])
@@ -281,7 +305,7 @@ class Adam(Optimizer):
                 raise ValueError(f"Invalid beta parameter at index {i}: {betas[i]}")
         _check_nonneg("weight_decay value", g["weight_decay"])
 
-    def _step_group(self, group, gs, params):
+    def _step_group(self, group: Dict[str, Any], gs: Dict[str, Any], params: tuple[Value, ...]) -> None:
         k = self._kernel
         ea = gs.get("exp_avg")
         es = gs.get("exp_avg_sq")
@@ -299,5 +323,6 @@ class AdamW(Adam):
     Adam step."""
     _decoupled = True
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+    def __init__(self, params: ParamsT, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 1e-2) -> None:
         Optimizer.__init__(self, params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))

@@ -11,12 +11,15 @@ graphviz's ``dot`` program on PATH; without it those raise ``DotNotFound``, whic
 names the program and how to install it.
 """
 import shutil
+from typing import Any, Union
+
+from micrograd.engine import Value
 
 try:
-    from graphviz import Digraph, ExecutableNotFound
-except ImportError as exc:
+    from graphviz import Digraph, ExecutableNotFound, Source
+except ImportError as _exc:
     raise ImportError("micrograd.draw_dot needs the graphviz Python package: "
-                      "pip install 'micrograd-compiled[viz]'") from exc
+                      "pip install 'micrograd-compiled[viz]'") from _exc
 
 __all__ = ["draw_dot", "trace", "check_dot", "DotNotFound", "ValueGraph"]
 
@@ -31,13 +34,13 @@ class DotNotFound(ExecutableNotFound):
     """Rendering needs a graphviz program (``dot`` unless another engine is asked for)
     that is not on PATH. A ``graphviz.ExecutableNotFound``, hence a ``RuntimeError``."""
 
-    def __init__(self, program="dot"):
+    def __init__(self, program: str = "dot") -> None:
         RuntimeError.__init__(self, f"graphviz's {program!r} program is not on PATH, and "
                               f"rendering the graph needs it: {INSTALL_HINT}")
         self.program = program
 
 
-def check_dot(program="dot"):
+def check_dot(program: str = "dot") -> None:
     """Raise ``DotNotFound`` unless graphviz's ``program`` (which renders) is on PATH."""
     if shutil.which(program) is None:
         raise DotNotFound(program)
@@ -47,28 +50,30 @@ class ValueGraph(Digraph):
     """The ``graphviz.Digraph`` that ``draw_dot`` returns. It renders exactly as a Digraph
     does; if the graphviz program is missing, rendering raises ``DotNotFound``."""
 
-    def pipe(self, *args, **kwargs):
+    def pipe(self, *args: Any, **kwargs: Any) -> Union[bytes, str]:
         try:
             return super().pipe(*args, **kwargs)
         except ExecutableNotFound as exc:
             raise DotNotFound(kwargs.get("engine") or self.engine) from exc
 
-    def render(self, *args, **kwargs):
+    def render(self, *args: Any, **kwargs: Any) -> str:
         try:
             return super().render(*args, **kwargs)
         except ExecutableNotFound as exc:
             raise DotNotFound(kwargs.get("engine") or self.engine) from exc
 
-    def unflatten(self, *args, **kwargs):
+    def unflatten(self, *args: Any, **kwargs: Any) -> Source:
         try:
             return super().unflatten(*args, **kwargs)
         except ExecutableNotFound as exc:
             raise DotNotFound("unflatten") from exc
 
 
-def trace(root):
+def trace(root: Value) -> tuple[list[Value], list[tuple[Value, Value]]]:
     """All Values below root and the (operand, result) edges, walked without recursion."""
-    nodes, edges, seen = [], [], {id(root)}
+    nodes: list[Value] = []
+    edges: list[tuple[Value, Value]] = []
+    seen = {id(root)}
     stack = [root]
     while stack:
         v = stack.pop()
@@ -81,7 +86,7 @@ def trace(root):
     return nodes, edges
 
 
-def draw_dot(root, format="svg", rankdir="LR"):
+def draw_dot(root: Value, format: str = "svg", rankdir: str = "LR") -> ValueGraph:
     """A graphviz.Digraph (a ``ValueGraph``) of the graph below root: ``rankdir`` 'LR'
     (left to right) or 'TB'. Building it does not need graphviz's ``dot`` program;
     rendering it does (``DotNotFound`` otherwise)."""
