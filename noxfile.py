@@ -25,7 +25,7 @@ PYTHONS = nox.project.python_versions(nox.project.load_toml(ROOT / "pyproject.to
 BUILD_ENV = {"MICROGRAD_REQUIRE_COMPILED": "1"}
 
 nox.options.sessions = ["tests", "dist"]
-nox.options.error_on_missing_interpreters = False   # absent: "Skipping ...: not found"
+nox.options.error_on_missing_interpreters = False   # absent: "Session ... skipped: ... not found"
 nox.options.download_python = "never"
 
 # pyenv's shims refuse a version that is installed but not selected ("pyenv: python3.9:
