@@ -58,6 +58,19 @@ def fresh_venv(path):
     return path / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 
 
+def venv_env(**overrides):
+    """os.environ without what would make a venv's Python (or its pip) see another micrograd."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MICROGRAD_PURE_PYTHON")}
+    return {**env, **overrides}
+
+
+# Run in a venv: prints where micrograd came from, then what it computes.
+PROBE = ("import micrograd.engine as e\n"
+         "print(e.__file__.startswith(__import__('sys').prefix))\n"
+         "v = e.Value(-4.0); y = (v * 2 + 1).relu() + v ** 2; y.backward()\n"
+         "print(e.BACKEND, y.data, v.grad)")
+
+
 # ---- metadata and README, as PyPI shows them ------------------------------------------
 
 @needs_tree
@@ -139,15 +152,13 @@ def test_wheel_built_from_the_sdist_works_without_cython(sdist, tmp_path):
         env={**os.environ, "MICROGRAD_REQUIRE_COMPILED": "1"})
     (wheel,) = (tmp_path / "wheels").glob("*.whl")
     py = fresh_venv(tmp_path / "env")
-    run(py, "-m", "pip", "install", "--no-deps", "--no-index", wheel)
+    run(py, "-m", "pip", "install", "--no-deps", "--no-index", wheel, env=venv_env())
     out = run(py, "-c",
-              "import importlib.util as u, micrograd.engine as e\n"
+              "import importlib.util as u\n"
               "assert u.find_spec('Cython') is None, 'Cython present'\n"
-              "from micrograd.nn import MLP\n"
-              "v = e.Value(-4.0); y = (v * 2 + 1).relu() + v ** 2; y.backward()\n"
-              "print(e.BACKEND, y.data, v.grad, len(MLP(2, [16, 16, 1]).parameters()))",
-              cwd=tmp_path).stdout
-    assert out.split() == ["cython", "16.0", "-8.0", "337"]
+              "from micrograd.nn import MLP; print(len(MLP(2, [16, 16, 1]).parameters()))\n" + PROBE,
+              cwd=tmp_path, env=venv_env()).stdout
+    assert out.split() == ["337", "True", "cython", "16.0", "-8.0"]
 
 
 @pytest.mark.slow
@@ -157,17 +168,14 @@ def test_install_from_the_sdist_without_a_c_compiler_gives_the_twin(sdist, tmp_p
     the install succeeds and says why it is slow, the import warns, the twin computes;
     with MICROGRAD_REQUIRE_COMPILED=1 the same install fails instead."""
     py = fresh_venv(tmp_path / "env")
-    no_cc = {**os.environ, "CC": str(tmp_path / "no-such-compiler"), "PIP_NO_CACHE_DIR": "1"}
+    no_cc = venv_env(CC=str(tmp_path / "no-such-compiler"), PIP_NO_CACHE_DIR="1")
     no_cc.pop("MICROGRAD_REQUIRE_COMPILED", None)
     proc = run(py, "-m", "pip", "install", "-v", "--no-deps", sdist, env=no_cc)
     log = proc.stdout + proc.stderr
     assert "WARNING: micrograd-compiled could not compile its C core" in log
     assert "no-such-compiler" in log and "MICROGRAD_REQUIRE_COMPILED=1" in log
-    out = run(py, "-W", "always", "-c",
-              "import micrograd.engine as e\n"
-              "v = e.Value(-4.0); y = (v * 2 + 1).relu() + v ** 2; y.backward()\n"
-              "print(e.BACKEND, y.data, v.grad)", cwd=tmp_path)
-    assert out.stdout.split() == ["python", "16.0", "-8.0"]
+    out = run(py, "-W", "always", "-c", PROBE, cwd=tmp_path, env=venv_env())
+    assert out.stdout.split() == ["True", "python", "16.0", "-8.0"]
     assert "RuntimeWarning: micrograd: the compiled core could not be imported" in out.stderr
     assert "reinstall with a C compiler" in out.stderr
 
@@ -176,4 +184,4 @@ def test_install_from_the_sdist_without_a_c_compiler_gives_the_twin(sdist, tmp_p
                env={**no_cc, "MICROGRAD_REQUIRE_COMPILED": "1"})
     assert proc.returncode != 0
     assert "no-such-compiler" in proc.stdout + proc.stderr
-    assert run(py, "-c", "import micrograd", check=False).returncode != 0
+    assert run(py, "-c", "import micrograd", check=False, env=venv_env()).returncode != 0
