@@ -23,7 +23,8 @@ else:
         BACKEND = "cython"
     except ImportError as exc:  # e.g. a source checkout that was never built
         warnings.warn(f"micrograd: the compiled core could not be imported ({exc}); "
-                      "using the pure-Python twin, which is much slower",
+                      "using the pure-Python twin, which is much slower (reinstall "
+                      "with a C compiler available for the compiled core)",
                       RuntimeWarning, stacklevel=2)
         from micrograd._pure import Tape, Value
         BACKEND = "python"
