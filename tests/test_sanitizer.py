@@ -33,6 +33,27 @@ for _ in range(3):                      # slots freed, reused and freed again
 print("ok", x.grad)
 """
 
+# The collector of lecture-style cycles (core/extras.pxi) frees a node whose entry holds
+# the only reference to a child with an assigned rule, then looks that child up: the
+# child must be gone from the table before the lookup, not freed while being read.
+COLLECTED_CHILD = """
+import gc
+from micrograd._engine import Value
+def lecture_node(children):
+    out = Value(0.0, tuple(children))
+    def _backward():            # a closure on out: out -> table -> fn -> cell -> out
+        out.grad
+    out._backward = _backward
+    return out
+for _ in range(100):
+    leaf = Value(1.0)
+    leaf._backward = lambda: None       # as upstream's __init__ gives every node
+    top = lecture_node([leaf])
+    del leaf, top
+    gc.collect()                        # one lecture node a collection
+print("ok")
+"""
+
 USE_AFTER_FREE = """
 import ctypes
 import micrograd._engine as e
@@ -90,6 +111,11 @@ def test_the_sanitizer_build_runs_graphs_without_a_report(sanitized):
     proc = run_sanitized(sanitized, SOUND)
     assert proc.returncode == 0 and "AddressSanitizer" not in proc.stderr, proc.stderr[-3000:]
     assert proc.stdout.startswith("ok")
+
+
+def test_the_cycle_collector_never_reads_a_node_it_freed(sanitized):
+    proc = run_sanitized(sanitized, COLLECTED_CHILD)
+    assert proc.returncode == 0 and "AddressSanitizer" not in proc.stderr, proc.stderr[-3000:]
 
 
 def test_the_sanitizer_build_reports_a_read_of_a_freed_node(sanitized):
