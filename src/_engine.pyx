@@ -41,3 +41,4 @@ include "core/tape.pxi"
 include "core/optim.pxi"
 
 _install_slots(Value)
+_SANITIZED = SANITIZED     # built with MICROGRAD_SANITIZE=1: free node slots are poisoned

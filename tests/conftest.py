@@ -43,6 +43,25 @@ collect_ignore = ["upstream"]
 ENGINES = ["cython", "python"]
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "memory: measures resident memory or limits the address "
+                            "space; skipped in the sanitizer build, whose shadow memory and "
+                            "quarantine are not the engine's")
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        from micrograd._engine import _SANITIZED
+    except ImportError:
+        return
+    if _SANITIZED:
+        skip = pytest.mark.skip(reason="sanitizer build: AddressSanitizer's shadow memory and "
+                                "quarantine, not the engine, would be measured or limited")
+        for item in items:
+            if item.get_closest_marker("memory"):
+                item.add_marker(skip)
+
+
 # ---------------------------------------------------------------------------------
 # The two cores
 # ---------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ def sizes(big, small):
         pytest.param(small, id=f"{small:_}")])
 
 
+@pytest.mark.memory
 @sizes(10_000_000, 1_000_000)
 def test_product_chain_compiled(n):
     V = _engine.Value
@@ -216,6 +217,7 @@ def test_deep_backward_needs_no_recursion_limit(engine):
     del z
 
 
+@pytest.mark.memory
 def test_memory_returns_after_many_training_like_steps_compiled():
     """Build and free a 100k-node graph 30 times: resident memory does not keep growing."""
     V = _engine.Value

@@ -356,6 +356,7 @@ print(len(t), t.forward() == z.data, x.grad == g)
 OOM_LIMITS = {"Tape(z)": (4, 12, 20, 24, 28, 40, 56), "z.backward()": (1, 2, 4, 6, 8, 10, 12)}
 
 
+@pytest.mark.memory
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs RLIMIT_AS and /proc")
 @pytest.mark.parametrize("call, mib", [
     pytest.param(call, mib, marks=() if mib == min(limits) else pytest.mark.slow,

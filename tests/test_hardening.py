@@ -481,6 +481,7 @@ def test_float_subclass_same_in_both_cores():
 # The walk's scratch arrays give back what a huge graph grew them to
 # ---------------------------------------------------------------------------------
 @pytest.mark.slow
+@pytest.mark.memory
 def test_rss_returns_after_a_five_million_node_chain_compiled():
     out = assert_runs("""
         import gc, os
@@ -531,6 +532,7 @@ def test_reinit_that_would_make_a_cycle_raises(engine):
     assert c.data == 2.0 and len(c._prev) == 1
 
 
+@pytest.mark.memory
 def test_reinit_cycles_would_not_leak_because_they_are_refused():
     code = """
         import gc

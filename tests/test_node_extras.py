@@ -157,6 +157,7 @@ def loop(n):
 ''' + MEASURE_RSS
 
 
+@pytest.mark.memory
 @RSS_ENGINES
 def test_attributes_do_not_leak_rss(engine):
     growth = float(run_in_subprocess(engine, ATTR_RSS))
@@ -224,6 +225,7 @@ def loop(n):
 ''' + MEASURE_RSS
 
 
+@pytest.mark.memory
 @RSS_ENGINES
 def test_custom_node_cycles_do_not_leak_rss(engine):
     growth = float(run_in_subprocess(engine, CYCLE_RSS))

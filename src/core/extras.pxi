@@ -200,6 +200,9 @@ def _collect_rule_cycles(phase, info):
             if entry is not None and _only_self_held(key, entry):
                 (<Value><PyObject*><Py_ssize_t>key)._flags &= ~USER_RULE
                 entry[EXTRA_RULE] = None    # frees fn, its cells, then the node
+            # A freed node's entry, held here, still holds the children only it kept: they
+            # must die now, before the next key's entry is fetched (it may be one of them)
+            entry = None
         garbage, _rule_children = _rule_children, []
 
 
