@@ -88,7 +88,7 @@ def sanitized(tmp_path_factory):
     source = tmp / "source"
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
         ".git", ".ci-venv", ".nox", "_work", "build", "dist", "*.so", "*.c", "__pycache__", "*.egg-info"))
-    env = subprocess_env(MICROGRAD_SANITIZE="1")
+    env = subprocess_env(MICROGRAD_SANITIZE="1", MICROGRAD_REQUIRE_COMPILED="1")
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet",
                            "-w", str(tmp / "wheel"), str(source)],
                           capture_output=True, text=True, env=env, timeout=1200)
