@@ -213,7 +213,8 @@ def git_describe():
 def mode_text(cfg, quick):
     return (("--quick: " if quick else "full: ") + f"{cfg['rounds']} rounds; per process 1 warm-up "
             "step then " + ", ".join(f"{e} {n}" for e, n in cfg["steps"].items())
-            + f" timed steps (autograd, JAX: {cfg['peer_rounds']} rounds); C {cfg['c_seconds']} s in-process")
+            + f" timed steps (autograd and JAX in the first {cfg['peer_rounds']} of the rounds); "
+            f"C {cfg['c_seconds']} s in-process")
 
 
 def pyperf_suite(R, path):
