@@ -1,7 +1,8 @@
 """The benchmark suite of micrograd, compiled: measure, then write the results.
 
-    python benchmarks/run.py --quick     # about a minute; writes under benchmarks/_work/ only
-    python benchmarks/run.py             # full run, < 15 minutes on 2 cores; rewrites the
+    python benchmarks/run.py --quick     # minutes (JAX eager is the slowest row);
+                                         # writes under benchmarks/_work/ only
+    python benchmarks/run.py             # full run, about half an hour on 2 cores; rewrites the
                                          # tracked results (RESULTS.md, README.md and
                                          # docs/porting.md blocks, ratios.png)
     python benchmarks/run.py --from benchmarks/_work/results.json   # re-render, no measuring
@@ -24,25 +25,33 @@ from pathlib import Path
 sys.dont_write_bytecode = True      # --quick must leave the checkout as it found it
 import psutil  # noqa: E402
 
+import peers  # noqa: E402
 import upstream  # noqa: E402
+from fmt import cell, fmt_ns, fmt_x, med, table  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO, WORK = HERE.parent, HERE / "_work"
-ENGINES = ["cython", "tape", "python", "upstream", "upstream-nogc", "torch", "c"]
+ENGINES = ["cython", "tape", "tape-optim", "python", "upstream", "upstream-nogc", "torch", "autograd", "jax",
+           "jax-jit", "floats", "c"]
 LABELS = {"cython": "micrograd-compiled (Cython)", "tape": "micrograd-compiled, Tape replay",
+          "tape-optim": "Tape + micrograd.optim.SGD, bare loop", "autograd": "HIPS autograd, scalar floats",
+          "jax": "JAX eager, 0-d float64", "jax-jit": "jax.jit per sample, 100 calls per step",
+          "floats": "nn.py's forward on plain floats (no autodiff)",
           "python": "micrograd-compiled, pure-Python twin", "upstream": "upstream micrograd 0.1.0",
           "upstream-nogc": "upstream 0.1.0, gc.disable()", "torch": "PyTorch, 0-d float64 tensors",
           "c": "hand-written C (no autodiff)"}
 PHASES = ("forward", "backward", "update", "free", "step")
 E3, E4, E5, E6, E7 = (10**k for k in range(3, 8))
-FULL = dict(rounds=5, steps={"cython": 10, "tape": 50, "python": 5, "upstream": 3,
-                             "upstream-nogc": 3, "torch": 3}, c_seconds=0.5, scale_rounds=2,
+FULL = dict(rounds=5, steps={"cython": 10, "tape": 50, "tape-optim": 50, "python": 5, "upstream": 3,
+                             "upstream-nogc": 3, "torch": 3, "autograd": 1, "jax": 1, "jax-jit": 3,
+                             "floats": 10}, peer_rounds=2, jit_whole=[2, 10, 100], c_seconds=0.5, scale_rounds=2,
             scale=[("cython", s, [E3, E4, E5, E6, E7]) for s in ("chain", "wide", "dag")]
             + [("python", s, [E3, E4, E5, E6]) for s in ("chain", "wide")]
             + [("cython", s, [E4, E5, E6]) for s in ("mlp", "dot")],
             reps={E3: 50, E4: 20, E5: 5, E6: 3, E7: 2}, memory_n=E6, install_timeout=300)
-QUICK = dict(rounds=2, steps={"cython": 3, "tape": 10, "python": 1, "upstream": 1,
-                              "upstream-nogc": 1, "torch": 1}, c_seconds=0.2, scale_rounds=1,
+QUICK = dict(rounds=2, steps={"cython": 3, "tape": 10, "tape-optim": 10, "python": 1, "upstream": 1,
+                              "upstream-nogc": 1, "torch": 1, "autograd": 1, "jax": 1, "jax-jit": 1,
+                              "floats": 3}, peer_rounds=1, jit_whole=[2], c_seconds=0.2, scale_rounds=1,
              scale=[("cython", s, [E3, E4, E5]) for s in ("chain", "wide", "dag")]
              + [("python", s, [E3, E4]) for s in ("chain", "wide")]
              + [("cython", s, [E6]) for s in ("mlp", "dot")],
@@ -51,30 +60,6 @@ QUICK = dict(rounds=2, steps={"cython": 3, "tape": 10, "python": 1, "upstream": 
 
 def log(msg):
     print(msg, file=sys.stderr, flush=True)
-
-
-def med(xs):
-    xs = [x for x in xs if x is not None]
-    return statistics.median(xs) if xs else None
-
-
-def fmt_ns(ns):
-    if ns is None:
-        return "–"
-    for unit, scale in (("s", 1e9), ("ms", 1e6), ("µs", 1e3)):
-        if abs(ns) >= scale:
-            return f"{ns / scale:.3g} {unit}"
-    return f"{ns:.3g} ns"
-
-
-def fmt_x(x):
-    if x is None:
-        return "–"
-    return f"{x:,.0f}×" if x >= 100 else f"{x:.1f}×" if x >= 10 else f"{x:.2f}×" if x >= 0.1 else f"{x:.2g}×"
-
-
-def cell(text):
-    return str(text).replace("|", "/").replace("\n", " ")
 
 
 # ---------------------------------------------------------------------------------
@@ -105,14 +90,15 @@ def worker(*args, timeout=1800):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def alternate(jobs, rounds, args_of, show):
-    """{job: [result per round, None where it failed]}, jobs in order A B C, then C B A;
-    errors: {job: message} (a job that fails is not run again)."""
+def alternate(jobs, rounds, args_of, show, rounds_of=lambda job: None):
+    """{job: [result per round, None where it failed or was not run]}, jobs in order A B C,
+    then C B A; a job runs in its first rounds_of(job) rounds (all if None); errors:
+    {job: message} (a job that fails is not run again)."""
     out, errors = {j: [] for j in jobs}, {}
     for r in range(rounds):
         for job in (jobs if r % 2 == 0 else jobs[::-1]):
             res = None
-            if job not in errors:
+            if job not in errors and r < (rounds_of(job) or rounds):
                 try:
                     res = worker(*args_of(job))
                     log(f"  round {r + 1}/{rounds} {show(job, res)}")
@@ -134,11 +120,7 @@ def measure(cfg, quick):
     c_step, c_note = build_c("demo_step")
     if c_step is None:
         skipped["c"] = c_note
-    try:
-        import torch
-        torch_note = f"{torch.__version__} (1 thread)"
-    except ImportError:
-        skipped["torch"] = torch_note = "torch is not installed (`pip install torch`)"
+    skipped.update(peers.absent())
 
     log("demo step")
     engines = [e for e in ENGINES if e not in skipped]
@@ -146,13 +128,16 @@ def measure(cfg, quick):
         engines, cfg["rounds"],
         lambda e: ["c", c_step, "--seconds", cfg["c_seconds"]] if e == "c"
         else ["demo", e, "--steps", cfg["steps"][e]],
-        lambda e, res: f"{e:14s} step {fmt_ns(res['ns']['step'])}")
+        lambda e, res: f"{e:14s} step {fmt_ns(res['ns']['step'])}",
+        lambda e: cfg["peer_rounds"] if e in peers.SLOW else None)
     for e, err in errors.items():
         if any(demo[e]):
             notes.append(f"{LABELS[e]}: a round failed ({err[:160]}); medians use the others")
         else:
             skipped[e] = f"failed: {err[:160]}"
             del demo[e]
+
+    jit_whole = peers.measure_jit_whole(worker, cfg["jit_whole"], log) if "jax-jit" not in skipped else []
 
     log("scaling")
     jobs = [(e, s, n) for e, s, sizes in cfg["scale"] for n in sizes]
@@ -197,9 +182,9 @@ def measure(cfg, quick):
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(), "python": sys.version.split()[0], "python_executable": sys.executable,
         "gc_threshold": ref.get("gc_threshold"), "git": git_describe(),
-        "mode": mode_text(cfg, quick), "upstream": up_note, "torch": torch_note, "c": c_note,
+        "mode": mode_text(cfg, quick), "upstream": up_note, "peers": peers.versions(), "c": c_note,
         "other_cpu": max(0.0, others / (time.monotonic() - t_start)),
-        "demo": demo, "skipped": skipped, "notes": notes, "scale": scale,
+        "demo": demo, "jit_whole": jit_whole, "skipped": skipped, "notes": notes, "scale": scale,
         "scale_errors": {" ".join(map(str, j)): err for j, err in scale_errors.items()},
         "node_pass": node_pass, "node_pass_note": pass_note, "memory": memory,
         "elapsed": time.monotonic() - t_start,
@@ -228,7 +213,8 @@ def git_describe():
 def mode_text(cfg, quick):
     return (("--quick: " if quick else "full: ") + f"{cfg['rounds']} rounds; per process 1 warm-up "
             "step then " + ", ".join(f"{e} {n}" for e, n in cfg["steps"].items())
-            + f" timed steps; C {cfg['c_seconds']} s in-process")
+            + f" timed steps (autograd and JAX in the first {cfg['peer_rounds']} of the rounds); "
+            f"C {cfg['c_seconds']} s in-process")
 
 
 def pyperf_suite(R, path):
@@ -313,6 +299,9 @@ TARGETS = [  # (key, description, (comparison, threshold, unit), how it is compu
     ("bytes_per_node", "Memory per node (compiled)", ("<=", 64, " bytes"), bytes_per_node),
     ("step_torch", "Demo step vs PyTorch scalar autograd", (">=", 75, "× faster"), ratio("torch", "cython")),
     ("tape_upstream", "Tape replay step vs upstream's eager step", (">=", 3000, "× faster"), ratio("upstream", "tape")),
+    ("tape_optim_c", "Tape + optim step vs the hand-written C step (demo_step.c)", ("<=", 2, "×"),
+     ratio("tape-optim", "c")),
+    ("eager_floats", "Eager demo step vs nn.py's forward on plain floats", ("<=", 1.5, "×"), ratio("cython", "floats")),
     ("tape_ns", "Tape forward+backward at 1e6 nodes", ("<=", 5, " ns per node"), tape_ns),
     ("tape_vs_pass", "Tape forward+backward vs the bare C pass, random DAG, 1e4 nodes up", ("<=", 1.5, "×"),
      tape_vs_pass),
@@ -332,12 +321,6 @@ def targets(R):
 # ---------------------------------------------------------------------------------
 # Markdown: RESULTS.md (everything), README.md (targets and demo), docs/porting.md (staircase).
 # ---------------------------------------------------------------------------------
-def table(header, rows):
-    aligns = ["---" if h.startswith("<") else "---:" for h in header]
-    return "\n".join([f"| {' | '.join(h.lstrip('<') for h in header)} |", f"|{'|'.join(aligns)}|"]
-                     + [f"| {' | '.join(map(str, r))} |" for r in rows]) + "\n"
-
-
 def gc_text(R):
     return (f"default (enabled, thresholds {tuple(R['gc_threshold'] or ())}) in every process, "
             "except the row \"upstream 0.1.0, gc.disable()\"")
@@ -350,7 +333,8 @@ def md_head(R):
             ("Python", f"{R['python']} ({R['python_executable']})"), ("GC", gc_text(R)),
             ("Clock", "process CPU time (`time.process_time_ns`; `CLOCK_PROCESS_CPUTIME_ID` in C)"),
             ("Mode", R["mode"]), ("micrograd-compiled", R["git"]), ("Upstream", R["upstream"]),
-            ("PyTorch", R["torch"]), ("C compiler", R["c"])]
+            ("Peers", ", ".join(f"{k} {v}" for k, v in R.get("peers", {}).items()) or "none installed"),
+            ("C compiler", R["c"])]
     return (f"Written by `{R['command']}` on {R['date']}; everything between the `results` markers "
             "is rewritten on every run.\n\n" + table(["<", "<"], [(a, cell(b)) for a, b in rows])
             + "".join(f"\n- **Note:** {cell(n)}" for n in R["notes"]))
@@ -373,8 +357,9 @@ def md_demo(R):
                        default=None) if ref else None
             d = m[e]
             rows.append([LABELS[e], *(fmt_ns(d[ph]) for ph in PHASES[:3]),
-                         "–" if e in ("c", "tape") else fmt_ns(d["free"]), f"**{fmt_ns(d['step'])}**",
-                         fmt_x(paired_ratio(R, e, "cython")), fmt_x(paired_ratio(R, "upstream", e)),
+                         "–" if e in ("c", "tape", "tape-optim") else fmt_ns(d["free"]), f"**{fmt_ns(d['step'])}**",
+                         fmt_x(paired_ratio(R, e, "cython")),
+                         "–" if e == "floats" else fmt_x(paired_ratio(R, "upstream", e)),
                          f"{len(rs)} × {rs[0]['steps']:,}",
                          "–" if diff is None else "identical" if diff == 0 else f"max rel. diff {diff:.1e}"])
     tape = next((r for r in R["demo"].get("tape", []) if r), None)
@@ -383,7 +368,8 @@ def md_demo(R):
             "rounds). Ratios are medians of per-round ratios.\n\n"
             + table(["<Engine", "forward", "backward", "update", "free", "step", "step ÷ compiled step",
                      "speedup vs upstream", "<rounds × steps", "<losses vs compiled"], rows)
-            + (f"\nThe demo's graph has {tape['tape_nodes']:,} nodes (the length of its Tape).\n" if tape else ""))
+            + (f"\nThe demo's graph has {tape['tape_nodes']:,} nodes (the length of its Tape).\n" if tape else "")
+            + peers.md_notes(R))
 
 
 def md_scale(R):
@@ -437,7 +423,9 @@ def md_tape(R):
 
 
 def md_results(R):
-    parts = [("Targets", md_targets), ("Moons demo step", md_demo), ("Scaling: ns per node", md_scale),
+    parts = [("Targets", md_targets), ("Moons demo step", md_demo),
+             ("Eager step against its floors", lambda R: peers.md_floors(R, medians(R), paired_ratio)),
+             ("Scaling: ns per node", md_scale),
              ("Memory: bytes per node", md_memory), ("Tape replay: ns per node", md_tape)]
     return ("## Results\n\n" + md_head(R) + "\n" + "".join(f"\n### {h}\n\n{f(R)}" for h, f in parts)
             + f"\nTotal run time: {R['elapsed']:.0f} s.")
@@ -498,7 +486,7 @@ def chart(R, path):
     except ImportError:
         return "matplotlib is not installed: no chart written"
     fig, (left, right) = plt.subplots(1, 2, figsize=(15, 4.8), gridspec_kw={"width_ratios": [1.1, 1]})
-    bars = [(LABELS[e], paired_ratio(R, "upstream", e)) for e in ENGINES if e in R["demo"]]
+    bars = [(LABELS[e], paired_ratio(R, "upstream", e)) for e in ENGINES if e in R["demo"] and e != "floats"]
     bars = [(lab, r) for lab, r in bars if r]
     if bars:
         labs, vals = zip(*bars)

@@ -5,6 +5,8 @@ heap, an import or a garbage collector. Every time is process CPU time, in ns. B
 
     python benchmarks/workers.py demo cython --steps 10
     python benchmarks/workers.py demo upstream --steps 2
+    python benchmarks/workers.py demo jax-jit --steps 3
+    python benchmarks/workers.py jit-whole 10 --mem-gib 4
     python benchmarks/workers.py scale cython dag 1000000 --reps 3
     python benchmarks/workers.py memory tape 1000000
     python benchmarks/workers.py c benchmarks/_work/demo_step --seconds 0.5
@@ -12,7 +14,10 @@ heap, an import or a garbage collector. Every time is process CPU time, in ns. B
 Tasks:
   demo ENGINE          the moons demo step, per phase (micrograd.demo.Demo.timed_steps);
                        ENGINE: cython, tape (Tape replay), python (the twin), upstream,
-                       upstream-nogc (micrograd 0.1.0, see upstream.py), torch (0-d tensors)
+                       upstream-nogc (micrograd 0.1.0, see upstream.py), torch (0-d tensors);
+                       tape-optim (the bare Tape + SGD loop), and peers.py's floats (the
+                       forward on plain floats), autograd, jax (eager), jax-jit (per sample)
+  jit-whole N          trace and compile jax.jit of the whole step at N samples (peers.py)
   c BINARY             the hand-written C step (demo_step.c, built by run.py), same data
   scale ENGINE SHAPE N build, backward and free of one graph of N op nodes; for cython
                        also its Tape's forward and backward (SHAPES below)
@@ -34,6 +39,7 @@ from pathlib import Path
 
 import psutil
 
+import peers
 import upstream
 
 clock = time.process_time_ns
@@ -71,31 +77,28 @@ def info(**extra):
             **extra}
 
 
-def torch_demo(demo):
-    """The demo on PyTorch scalar autograd: nn.py's MLP with 0-d float64 tensors for Values,
-    drawn by the same random.uniform calls, so the model and losses are the others'."""
-    import torch
-    torch.set_num_threads(1)   # 0-d tensors never use intra-op threads; keep it explicit
+def tape_optim(demo_mod, steps, warmup):
+    """The bare replayed step: tape.forward(); opt.zero_grad(); tape.backward(); opt.step(),
+    the rate set by the notebook's schedule (no accuracy: the C step computes none)."""
+    from micrograd.optim import SGD
+    d = demo_mod.Demo("cython")
+    total, _, _ = d.loss()
+    tape, opt = d.Tape(total), SGD(d.model.parameters(), lr=demo_mod.learning_rate(0))
 
-    def parameter(x):
-        return torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    def one_step(k):
+        t0 = clock()
+        loss = tape.forward()
+        t1 = clock()
+        opt.zero_grad()
+        tape.backward()
+        t2 = clock()
+        opt.param_groups[0]["lr"] = demo_mod.learning_rate(k)
+        opt.step()
+        t3 = clock()
+        return loss, {"forward": t1 - t0, "backward": t2 - t1, "update": t3 - t2, "step": t3 - t0}
 
-    class MLP(demo.nn_module(parameter).MLP):
-        def zero_grad(self):
-            for p in self.parameters():
-                p.grad = None      # torch's idiom (optimizer.zero_grad(set_to_none=True))
-
-    class TorchDemo(demo.Demo):
-        @staticmethod
-        def backend(engine):
-            return (lambda x: torch.tensor(x, dtype=torch.float64)), None, MLP
-
-        def update(self, k, steps=100, tape=False):
-            with torch.no_grad():
-                for p in self.model.parameters():
-                    p.add_(p.grad, alpha=-demo.learning_rate(k, steps))
-
-    return TorchDemo("torch"), {"torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+    times, losses = peers.timed(steps, warmup, one_step)
+    return times, losses, {"tape_nodes": len(tape)}
 
 
 def task_demo(args):
@@ -103,17 +106,33 @@ def task_demo(args):
     if engine == "upstream-nogc":
         gc.disable()
     demo_mod = demo_module(engine)
-    extra = {}
-    if engine == "torch":
-        demo, extra = torch_demo(demo_mod)
+    extra, acc = {}, None
+    if engine in FUNCTIONAL:
+        times, losses, extra = FUNCTIONAL[engine](demo_mod, args)
     else:
-        demo = demo_mod.Demo({"tape": "cython", "upstream-nogc": "upstream"}.get(engine, engine))
-    times, losses, acc = demo.timed_steps(args.steps, args.warmup, tape=engine == "tape")
-    if engine == "tape":
-        extra["tape_nodes"] = len(demo.tape)
-    return {"engine": engine, "steps": args.steps, "warmup": args.warmup, "losses": losses,
-            "ns": {ph: statistics.median(v) for ph, v in times.items()},
-            "raw_step_ns": times["step"], "final_accuracy": float(acc), **info(**extra)}
+        if engine == "torch":
+            demo, extra = peers.torch_demo(demo_mod)
+        else:
+            demo = demo_mod.Demo({"tape": "cython", "upstream-nogc": "upstream"}.get(engine, engine))
+        times, losses, acc = demo.timed_steps(args.steps, args.warmup, tape=engine == "tape")
+        if engine == "tape":
+            extra["tape_nodes"] = len(demo.tape)
+    return {"engine": engine, "steps": args.steps, "warmup": args.warmup, "losses": [float(v) for v in losses],
+            "ns": {ph: statistics.median(v) if None not in v else None for ph, v in times.items()},
+            "raw_step_ns": times["step"], "final_accuracy": acc and float(acc), **info(**extra)}
+
+
+FUNCTIONAL = {   # engines whose step is not Demo.timed_steps: (demo module, args) -> times, losses, extra
+    "tape-optim": lambda m, a: tape_optim(m, a.steps, a.warmup),
+    "floats": lambda m, a: peers.floats(m, a.steps, a.warmup, a.free_nodes),
+    "autograd": lambda m, a: peers.vjp_peer(m, a.steps, a.warmup, "autograd"),
+    "jax": lambda m, a: peers.vjp_peer(m, a.steps, a.warmup, "jax"),
+    "jax-jit": lambda m, a: peers.jax_jit(m, a.steps, a.warmup),
+}
+
+
+def task_jit_whole(args):
+    return peers.jax_jit_whole(demo_module("python"), args.samples, args.mem_gib)
 
 
 def task_c(args):
@@ -260,9 +279,14 @@ def main(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="task", required=True)
     d = sub.add_parser("demo")
-    d.add_argument("engine", choices=("cython", "tape", "python", "upstream", "upstream-nogc", "torch"))
+    d.add_argument("engine", choices=("cython", "tape", "python", "upstream", "upstream-nogc", "torch",
+                                      *FUNCTIONAL))
     d.add_argument("--steps", type=int, default=3)
     d.add_argument("--warmup", type=int, default=1)
+    d.add_argument("--free-nodes", type=int, default=65818, help="floats: nodes whose freeing is the floor")
+    j = sub.add_parser("jit-whole")
+    j.add_argument("samples", type=int)
+    j.add_argument("--mem-gib", type=float, default=4.0)
     c = sub.add_parser("c")
     c.add_argument("binary")
     c.add_argument("--seconds", type=float, default=0.5)
@@ -276,7 +300,8 @@ def main(argv=None):
     m.add_argument("engine", choices=("cython", "tape", "python", "upstream"))
     m.add_argument("n", type=int)
     args = p.parse_args(argv)
-    task = {"demo": task_demo, "c": task_c, "scale": task_scale, "memory": task_memory}[args.task]
+    task = {"demo": task_demo, "c": task_c, "scale": task_scale, "memory": task_memory,
+            "jit-whole": task_jit_whole}[args.task]
     print(json.dumps({"task": args.task, **task(args)}))
 
 

@@ -4,6 +4,7 @@ under benchmarks/_work/ only, and its results JSON renders into the tracked file
 Checks the shape of the output only, never a timing: timings belong in
 benchmarks/RESULTS.md, not in a pass/fail test on a shared machine.
 """
+import importlib.util
 import json
 import os
 import shutil
@@ -22,6 +23,7 @@ pytest.importorskip("sklearn")
 pytest.importorskip("psutil")
 pytest.importorskip("pyperf")
 sys.path.insert(0, str(BENCH))
+import peers  # noqa: E402
 import run  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -50,7 +52,7 @@ def quick_run():
     env = {k: v for k, v in os.environ.items() if k != "MICROGRAD_PURE_PYTHON"}
     before = snapshot()
     proc = subprocess.run([sys.executable, str(BENCH / "run.py"), "--quick"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, text=True, timeout=1800)
     after = snapshot()
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc, (WORK / "RESULTS-quick.md").read_text(), before, after
@@ -89,6 +91,26 @@ def test_demo_table_has_every_engine(quick_run):
         if not cells[1].startswith("skipped: "):
             assert cells[5].startswith("**") and (cells[9] == "identical" or
                                                    float(cells[9].split()[-1]) < 1e-9), (name, cells)
+    for e in ("tape-optim", "floats"):     # ours: always measured
+        assert rows[run.LABELS[e]][5].startswith("**"), e
+    for e, (module, how) in peers.PEERS.items():
+        # an optional peer is measured where its package imports, else skipped saying how to get it
+        cells = rows[run.LABELS[e]]
+        if importlib.util.find_spec(module) is None:
+            assert cells[1] == f"skipped: {module} is not installed (`{how}`)", cells
+        else:
+            assert cells[5].startswith("**"), cells
+    jit_note = "jax.jit of the whole step (value_and_grad of the full-batch loss"
+    assert (jit_note in text) == (importlib.util.find_spec("jax") is not None)
+
+
+def test_eager_floors_table(quick_run):
+    _, text, _, _ = quick_run
+    rows = {r[0]: r for r in table_rows(text, "### Eager step against its floors")}
+    assert set(rows) == {"forward", "backward", "free", "step"} - (set() if shutil.which(
+        os.environ.get("CC", "cc")) else {"backward"})
+    for part, cells in rows.items():
+        assert cells[1] != "–" and cells[2] != "–" and cells[3].endswith("×"), (part, cells)
 
 
 def test_targets_defined_once_printed_and_tabled(quick_run):
@@ -154,3 +176,22 @@ def test_one_json_renders_every_block(quick_run, tmp_path):
         assert "matplotlib is not installed" in proc.stdout
     else:
         assert (tmp_path / "ratios.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_jit_whole_stops_at_the_first_count_that_fails():
+    """The full run's whole-step jax.jit ladder (--quick tries only the smallest count): a
+    count that times out is reported as such and the larger ones are not tried."""
+    tried = []
+
+    def worker(task, n, *rest, timeout):
+        tried.append(n)
+        if n >= 10:
+            raise subprocess.TimeoutExpired(task, timeout)
+        return {"n_samples": n, "compile_ns": 2e9, "step_ns": 3e6}
+
+    out = peers.measure_jit_whole(worker, [2, 10, 100], lambda msg: None)
+    assert tried == [2, 10]
+    text = peers.md_notes({"demo": {}, "jit_whole": out})
+    assert "2 samples: compiled in 2 s of CPU, then 3 ms per step" in text
+    assert f"10 samples: did not compile within {peers.JIT_TIMEOUT} s" in text
+    assert text.rstrip().endswith("Larger counts were not tried.")

@@ -56,6 +56,18 @@ def test_sgd_is_the_notebook_update_bit_for_bit(engine, tape):
         assert snapshot(params) == snapshot(ref.model.parameters()), k
 
 
+def test_demo_tape_step_trains_with_sgd(engine):
+    """Demo's Tape step (and so `python -m micrograd --tape`) updates through SGD, its rate
+    set by the notebook's schedule; the losses equal the eager notebook loop's
+    (test_tape.py compares them over 3 and 100 steps)."""
+    d = small_demo(engine, full_on_core=False)
+    d.train(3, tape=True)
+    assert isinstance(d.opt, SGD)
+    assert d.opt.param_groups[0]["params"] == d.model.parameters()
+    assert d.opt.param_groups[0]["lr"] == _demo.learning_rate(2)
+    assert d.opt.param_groups[0]["momentum"] == 0 and d.opt.param_groups[0]["weight_decay"] == 0
+
+
 def test_zero_grad_sets_zero(engine):
     ps = [engine.Value(float(i)) for i in range(5)]
     for p in ps:

@@ -4,6 +4,8 @@ The data, model, loss and update are the notebook's, expression for expression:
 ``make_moons(n_samples=100, noise=0.1)`` after ``np.random.seed(1337); random.seed(1337)``,
 labels mapped to -1/+1, ``MLP(2, [16, 16, 1])``, SVM max-margin loss averaged plus
 ``1e-4 * sum(p*p)``, full batch, SGD with ``lr = 1.0 - 0.9*k/100`` (:func:`learning_rate`).
+The eager step updates with the notebook's own loop (upstream runs it too, and has no
+optimizer); the Tape step with ``micrograd.optim.SGD``, which is that loop bit for bit.
 
 Needs numpy and scikit-learn (the ``demo`` extra), like the notebook.
 """
@@ -103,7 +105,7 @@ class Demo:
         self.Value, self.Tape, MLP = self.backend(engine)
         self.X, self.y = moons(n_samples=n_samples, seed=seed)
         self.model = MLP(2, list(hidden) + [1])  # draws after the data, as upstream
-        self.tape = self.total_loss = self._scores = None
+        self.tape = self.opt = self.total_loss = self._scores = None
 
     @staticmethod
     def backend(engine: str) -> tuple[Callable[[float], _Scalar], Optional[Callable[[_Scalar], Any]], Any]:
@@ -121,32 +123,39 @@ class Demo:
     def forward(self, tape: bool = False) -> float:
         """Build the loss (tape: replay the Tape recorded on the first call); returns accuracy.
 
-        A Tape freezes the graph, so its parameters and labels are listed once."""
+        A Tape freezes the graph, so its labels are listed once, and its parameters go to
+        an SGD optimizer made with it."""
         if not tape:
             self.total_loss, acc, self._scores = self.loss()
             return acc
         if self.tape is None:
             self.total_loss, _, self._scores = self.loss()
             self.tape = self.Tape(self.total_loss)
-            self._params = self.model.parameters()
+            from micrograd.optim import SGD   # here: upstream, which loads this file too, has none
+            self.opt = SGD(self.model.parameters(), lr=learning_rate(0))
             self._positive = [bool(yi > 0) for yi in self.y]
         self._replayed = self.tape.forward()
         return sum(pos == (s.data > 0) for pos, s in zip(self._positive, self._scores)) / len(self._scores)
 
     def backward(self, tape: bool = False) -> None:
-        """``model.zero_grad()`` then the loss's backward (tape: the Tape's)."""
+        """``model.zero_grad()`` then the loss's backward (tape: ``opt.zero_grad()`` and the
+        Tape's)."""
         if tape:
-            for p in self._params:
-                p.grad = 0
+            self.opt.zero_grad()
             self.tape.backward()
         else:
             self.model.zero_grad()
             self.total_loss.backward()
 
     def update(self, k: int, steps: int = 100, tape: bool = False) -> None:
-        """The notebook's SGD step over every parameter."""
+        """The notebook's SGD step over every parameter (tape: the optimizer's, its rate set
+        by the schedule)."""
         lr = learning_rate(k, steps)
-        for p in (self._params if tape else self.model.parameters()):
+        if tape:
+            self.opt.param_groups[0]["lr"] = lr
+            self.opt.step()
+            return
+        for p in self.model.parameters():
             p.data -= lr * p.grad
 
     def free(self, tape: bool = False) -> float:
