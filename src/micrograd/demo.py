@@ -96,6 +96,7 @@ class Demo:
     X: _Array
     y: _Array
     tape: Any
+    opt: Any                # micrograd.optim.SGD for the Tape step (upstream has no optim)
     total_loss: _Scalar
     _scores: Any
 
