@@ -388,13 +388,16 @@ cdef class Tape:
         out = val[base - 1] if base else 0.0   # "the slot before": the last leaf, for k = 0
         # a neuron's sum is a chain of FMAs, each adding to the one before: take that
         # operand from a register, not back through memory (a store-to-load round trip
-        # on the chain's critical path)
+        # on the chain's critical path). `c.op >= FMA` (FMA is the highest code), not
+        # ==: gcc predicts an equality with a constant false and moves the FMA case out
+        # of line, two taken jumps away; with >= it stays in the loop (forward on the
+        # demo's tape: 5% fewer instructions in callgrind)
         if far:
             for k in range(n):
                 _prefetch(code + (k + PREFETCH if k + PREFETCH < n else n - 1), val)
                 c = code[k]
                 a = out if c.x == base + k - 1 else val[c.x]
-                if c.op == FMA:
+                if c.op >= FMA:
                     out = a + val[c.y] * val[c.z]
                 else:
                     out = _forward(c.op, a, val[c.y])
@@ -403,7 +406,7 @@ cdef class Tape:
             for k in range(n):
                 c = code[k]
                 a = out if c.x == base + k - 1 else val[c.x]
-                if c.op == FMA:
+                if c.op >= FMA:
                     out = a + val[c.y] * val[c.z]
                 else:
                     out = _forward(c.op, a, val[c.y])
