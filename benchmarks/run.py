@@ -12,6 +12,7 @@ CPU time; engines alternate within each round (A B C ... then ... C B A), every 
 median, and every ratio is a median of per-round ratios. See benchmarks/README.md.
 """
 import argparse
+import array
 import datetime
 import json
 import os
@@ -27,6 +28,7 @@ import psutil  # noqa: E402
 
 import peers  # noqa: E402
 import upstream  # noqa: E402
+import workers  # noqa: E402
 from fmt import cell, fmt_ns, fmt_x, med, table  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -161,6 +163,7 @@ def measure(cfg, quick):
         res = json.loads(subprocess.run([str(bare), "0.1" if quick else "0.5", *map(str, sizes)],
                                         capture_output=True, text=True, check=True).stdout)
         node_pass = {str(n): ns for n, ns in zip(res["sizes"], res["ns_per_node"])}
+    tape_pass, tape_pass_note = c_tape_pass(cfg, quick)
 
     log("memory")
     memory = {}
@@ -186,9 +189,34 @@ def measure(cfg, quick):
         "other_cpu": max(0.0, others / (time.monotonic() - t_start)),
         "demo": demo, "jit_whole": jit_whole, "skipped": skipped, "notes": notes, "scale": scale,
         "scale_errors": {" ".join(map(str, j)): err for j, err in scale_errors.items()},
-        "node_pass": node_pass, "node_pass_note": pass_note, "memory": memory,
+        "node_pass": node_pass, "node_pass_note": pass_note, "tape_pass": tape_pass,
+        "tape_pass_note": tape_pass_note, "memory": memory,
         "elapsed": time.monotonic() - t_start,
     }
+
+
+def c_tape_pass(cfg, quick):
+    """tape_pass.c (the Tape's floor: the same graphs as the scale task's chain, wide and
+    dag, in the Tape's layout, no dispatch) at the compiled engine's sizes;
+    ({"shape n": ns per op node of forward+backward}, note)."""
+    binary, note = build_c("tape_pass")
+    if binary is None:
+        return {}, note
+    specs = []
+    for e, shape, sizes in cfg["scale"]:
+        for n in sizes if e == "cython" and shape in ("chain", "wide", "dag") else ():
+            spec = f"{shape}:{n}"
+            if shape == "dag":          # the scale task's picks, so both run the same graph
+                picks = WORK / f"dag_picks_{n}.bin"
+                picks.write_bytes(array.array("i", workers.dag_picks(n)).tobytes())
+                spec += f":{picks}"
+            specs.append(spec)
+    proc = subprocess.run([str(binary), "0.1" if quick else "0.5", *specs], capture_output=True, text=True)
+    for f in WORK.glob("dag_picks_*.bin"):
+        f.unlink()
+    if proc.returncode:
+        return {}, f"tape_pass failed: {proc.stderr.strip()[:200]}"
+    return {f"{r['shape']} {r['n']}": r["pass"] for r in json.loads(proc.stdout)["runs"]}, note
 
 
 def machine():
@@ -284,9 +312,13 @@ def tape_vs_pass(R):
 
 
 def pass_ratio(R, row, what):
-    """Engine's backward (or Tape forward+backward) per node ÷ the bare C pass at the same n."""
-    bare = R["node_pass"].get(str(row["n"]))
-    t = row["backward"] if what == "backward" else (row["tape_forward"] or 0) + (row["tape_backward"] or 0)
+    """Engine's backward per node ÷ the bare C pass at the same n, or the Tape's
+    forward+backward ÷ tape_pass.c's on the same graph."""
+    if what == "backward":
+        t, bare = row["backward"], R["node_pass"].get(str(row["n"]))
+    else:
+        t = (row["tape_forward"] or 0) + (row["tape_backward"] or 0)
+        bare = R.get("tape_pass", {}).get(f"{row['shape']} {row['n']}")
     return t / bare if bare and t else None
 
 
@@ -303,7 +335,7 @@ TARGETS = [  # (key, description, (comparison, threshold, unit), how it is compu
      ratio("tape-optim", "c")),
     ("eager_floats", "Eager demo step vs nn.py's forward on plain floats", ("<=", 1.5, "×"), ratio("cython", "floats")),
     ("tape_ns", "Tape forward+backward at 1e6 nodes", ("<=", 5, " ns per node"), tape_ns),
-    ("tape_vs_pass", "Tape forward+backward vs the bare C pass, random DAG, 1e4 nodes up", ("<=", 1.5, "×"),
+    ("tape_vs_pass", "Tape forward+backward vs C over the same random DAG, 1e4 nodes up", ("<=", 1.5, "×"),
      tape_vs_pass),
 ]
 
@@ -378,18 +410,22 @@ def md_scale(R):
         if r["shape"] in ("chain", "wide", "dag"):
             bare = R["node_pass"].get(str(r["n"]))
             tape = r["tape_forward"] and r["tape_forward"] + r["tape_backward"]
+            c_tape = R.get("tape_pass", {}).get(f"{r['shape']} {r['n']}") if tape else None
             rows.append([LABELS[r["engine"]], r["shape"], f"{r['n']:.0e}", *(f"{r[ph]:.1f}" for ph in
                          ("build", "backward", "free")), f"{tape:.1f}" if tape else "–",
                          f"{bare:.2f}" if bare else "–", fmt_x(pass_ratio(R, r, "backward")),
-                         fmt_x(pass_ratio(R, r, "tape"))])
-    rows += [[err[:200], "", "", "", "", "", "", "", "", ""] for err in R["scale_errors"].values()]
+                         f"{c_tape:.2f}" if c_tape else "–", fmt_x(pass_ratio(R, r, "tape"))])
+    rows += [[err[:200], "", "", "", "", "", "", "", "", "", ""] for err in R["scale_errors"].values()]
     return ("`chain`: `z = z * y`, n times (depth n). `wide`: `z = z + x` over n prebuilt leaves. `dag`: "
             "a spine `z = (z + r) * 0.5` where r is a random earlier spine node. ns per op node, median "
             "over repetitions after a warm-up one: build, `z.backward()`, `del z`, and the compiled "
             "graph's `Tape` forward+backward. **bare C pass**: `node_pass.c`, one pass over n 56-byte "
-            "nodes newest first with no graph logic; the last columns divide by it.\n\n"
+            "nodes newest first with no graph logic; backward ÷ pass divides by it. **C fwd+bwd**: "
+            "`tape_pass.c`, forward and backward over the same graph in the Tape's layout "
+            "(instructions naming slots of dense arrays) as plain C loops that know each op, "
+            "with no dispatch; Tape ÷ C divides by it.\n\n"
             + table(["<Engine", "<graph", "nodes", "build", "backward", "free", "Tape fwd+bwd",
-                     "bare C pass", "backward ÷ pass", "Tape ÷ pass"], rows))
+                     "bare C pass", "backward ÷ pass", "C fwd+bwd", "Tape ÷ C"], rows))
 
 
 def md_memory(R):

@@ -175,11 +175,17 @@ def wide(Value, n):
     return z, xs, clock() - t0
 
 
+def dag_picks(n):
+    """The random DAG's picks: for spine op j, the index of its earlier spine node r
+    (seeded; run.py hands the same picks to tape_pass.c)."""
+    rng = random.Random(0)
+    return [rng.randrange(i + 1) for i in range(n // 2)]
+
+
 def dag(Value, n):
     """A random DAG: a spine z = (z + r) * 0.5 whose every add takes a random earlier spine
-    node r (seeded; the picks are drawn before the clock starts)."""
-    rng = random.Random(0)
-    picks = [rng.randrange(i + 1) for i in range(n // 2)]
+    node r (the picks are drawn before the clock starts)."""
+    picks = dag_picks(n)
     half, z = Value(0.5), Value(1.0)
     spine = [z]
     t0 = clock()
@@ -220,7 +226,7 @@ def task_scale(args):
     Tape = mod.Tape if args.engine == "cython" else None
     out = {"engine": args.engine, "shape": args.shape, "n": args.n, "reps": args.reps}
     raw = {ph: [] for ph in ("build", "backward", "free", "tape_forward", "tape_backward")}
-    replays = min(20, max(1, 10**6 // args.n))
+    replays = min(20, max(3, 10**6 // args.n))     # at least 3: one replay's median is noise
     for rep in range(args.warmup + args.reps):
         z, keep, t_build = SHAPES[args.shape](mod.Value, args.n)
         t0 = clock()

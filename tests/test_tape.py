@@ -466,6 +466,39 @@ def test_long_chain_tape_compiled(n):
     assert x.data == 1.0
 
 
+def big_dag(V, xs, n):
+    """n op nodes over leaves xs: sums of products (FMAs once taped), relu, tanh, and far
+    operands drawn from every earlier node."""
+    rng = random.Random(5)
+    nodes = list(xs)
+    z = xs[0]
+    while len(nodes) < n:
+        r = nodes[rng.randrange(len(nodes))]
+        z = z + r * xs[rng.randrange(len(xs))]
+        z = z.tanh() if rng.random() < 0.1 else (z * 0.5).relu()
+        nodes.append(z)
+    return z
+
+
+def test_replay_of_a_tape_bigger_than_the_caches_equals_eager():
+    """Over PREFETCH_FROM slots a replay prefetches: the same floats as eager."""
+    V = _engine.Value
+    xs = [V(0.1 * i - 0.4) for i in range(9)]
+    tape = _engine.Tape(big_dag(V, xs, 150_000))
+    assert len(tape) > 1 << 17 and tape.n_instructions < len(tape) - len(xs)   # fused
+    for trial in range(2):
+        new = [0.13 * i - 0.5 + 0.01 * trial for i in range(9)]
+        for v, x in zip(xs, new):
+            v.data, v.grad = x, 0.0
+        loss = tape.forward()
+        tape.backward()
+        fresh = [V(x) for x in new]
+        root = big_dag(V, fresh, 150_000)
+        root.backward()
+        assert loss == root.data
+        assert [v.grad for v in xs] == [v.grad for v in fresh]
+
+
 # 3 steps: the same runs test_upstream.py compares with upstream's first steps (cached)
 @pytest.mark.parametrize("steps", [pytest.param(100, marks=pytest.mark.slow), 3])
 def test_demo_with_tape_equals_eager(engine, demo_history, steps):

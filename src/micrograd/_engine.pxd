@@ -86,6 +86,12 @@ cdef struct _Buf:           # a growable C array of node pointers (core/walk.pxi
     PyObject** items        # borrowed pointers, unless the owner (a Tape) increfs them
     Py_ssize_t cap          # allocated length of items
 
+# Replay prefetches on tapes whose slots exceed the caches (core/tape.pxi: _prefetch).
+cdef enum:
+    PREFETCH = 16           # instructions ahead
+    PREFETCH_FROM = 1 << 17 # slots (1 MiB of doubles per array): smaller tapes stay in
+                            # cache, where the prefetches would only add instructions
+
 ctypedef struct Instr:      # one Tape instruction, 16 bytes: a replay reads one stream
     int op                  # op code (FMA included)
     int x                   # first operand's slot (FMA: acc)

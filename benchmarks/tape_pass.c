@@ -1,0 +1,177 @@
+/* The floor a Tape replay is measured against: forward and backward over the same graph as
+ * workers.py's scale shapes, in the Tape's layout (16-byte instructions {op, x, y, z} that
+ * name slots of dense double arrays val[] and grd[], leaves first, instruction k writing
+ * slot n_leaves + k), written as plain C loops that know each node's op from its position:
+ * no dispatch, no Python objects, no fusion. What the Tape adds over this (dispatch on the
+ * op code, reading its leaves from their Values and writing grads back) is the
+ * interpreter's cost; run.py's scale table divides the Tape's forward+backward by it.
+ *
+ *   chain:N        z = z * y, N times              (leaves z0, y)
+ *   wide:N         z = z + x_i over N leaves        (leaves z0, x_1..x_N)
+ *   dag:N:FILE     the random DAG: spine z = (z + r) * 0.5, r = spine[pick_j], the picks
+ *                  (N/2 of them, int32, native order) written by run.py from workers.py's
+ *                  dag_picks(N), so that both run the same graph   (leaves z0, 0.5)
+ *
+ * usage: tape_pass SECONDS_PER_SIZE SPEC...; prints one JSON line
+ *   {"runs": [{"shape": ..., "n": N, "forward": ns, "backward": ns, "pass": ns}, ...]}
+ * (ns per op node, medians over the passes; every pass is a forward then a backward).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct { int op, x, y, z; } Instr;     /* the Tape's instruction (_engine.pxd) */
+enum { CHAIN, WIDE, DAG };
+
+static double now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);   /* process CPU time, as the workers */
+    return t.tv_sec * 1e9 + t.tv_nsec;
+}
+
+static int cmp(const void* x, const void* y) {
+    double a = *(const double*)x, b = *(const double*)y;
+    return (a > b) - (a < b);
+}
+
+static void* alloc(size_t n) {
+    void* p = calloc(n ? n : 1, 1);
+    if (p == NULL) {
+        fprintf(stderr, "tape_pass: out of memory\n");
+        exit(1);
+    }
+    return p;
+}
+
+/* The program of one graph: leaves' values in val[0, L), instructions code[0, n). */
+static long build(int shape, long n, const char* picks_file, Instr** code_out, double** val_out,
+                  long* leaves_out) {
+    long L = shape == WIDE ? n + 1 : 2;
+    Instr* code = alloc(n * sizeof(Instr));
+    double* val = alloc((L + n) * sizeof(double));
+    if (shape == CHAIN) {                       /* slot 0: z0, 1: y */
+        val[0] = 1.0;
+        val[1] = 0.9999999;
+        for (long k = 0; k < n; k++)
+            code[k] = (Instr){2, k ? L + k - 1 : 0, 1, 0};
+    } else if (shape == WIDE) {                 /* slot 0: z0, 1..n: x_i */
+        val[0] = 0.0;
+        for (long i = 1; i <= n; i++) val[i] = 1.0 + 1e-9 * (i - 1);
+        for (long k = 0; k < n; k++)
+            code[k] = (Instr){1, k ? L + k - 1 : 0, (int)k + 1, 0};
+    } else {                                    /* slot 0: z0, 1: 0.5; spine[0] = z0 */
+        long m = n / 2;
+        int* picks = alloc(m * sizeof(int));
+        FILE* f = fopen(picks_file, "rb");
+        if (f == NULL || (long)fread(picks, sizeof(int), m, f) != m) {
+            fprintf(stderr, "tape_pass: cannot read %ld picks from %s\n", m, picks_file);
+            exit(2);
+        }
+        fclose(f);
+        val[0] = 1.0;
+        val[1] = 0.5;
+        for (long j = 0; j < m; j++) {          /* spine[j + 1] is MUL j, in slot L + 2j + 1 */
+            long p = picks[j];
+            code[2 * j] = (Instr){1, j ? L + 2 * j - 1 : 0, p ? (int)(L + 2 * p - 1) : 0, 0};
+            code[2 * j + 1] = (Instr){2, L + 2 * j, 1, 0};
+        }
+        free(picks);
+        n = 2 * m;
+    }
+    *code_out = code;
+    *val_out = val;
+    *leaves_out = L;
+    return n;
+}
+
+static void forward(int shape, const Instr* code, double* val, long L, long n) {
+    double* out = val + L;
+    if (shape == CHAIN)
+        for (long k = 0; k < n; k++) out[k] = val[code[k].x] * val[code[k].y];
+    else if (shape == WIDE)
+        for (long k = 0; k < n; k++) out[k] = val[code[k].x] + val[code[k].y];
+    else
+        for (long k = 0; k < n; k += 2) {
+            out[k] = val[code[k].x] + val[code[k].y];
+            out[k + 1] = val[code[k + 1].x] * val[code[k + 1].y];
+        }
+}
+
+static void backward(int shape, const Instr* code, const double* val, double* grd, long L, long n) {
+    memset(grd, 0, (L + n) * sizeof(double));  /* grads restart from 0 (leaves' included) */
+    grd[L + n - 1] = 1.0;
+    if (shape == CHAIN)
+        for (long k = n - 1; k >= 0; k--) {
+            double g = grd[L + k];
+            grd[code[k].x] += val[code[k].y] * g;
+            grd[code[k].y] += val[code[k].x] * g;
+        }
+    else if (shape == WIDE)
+        for (long k = n - 1; k >= 0; k--) {
+            double g = grd[L + k];
+            grd[code[k].x] += g;
+            grd[code[k].y] += g;
+        }
+    else
+        for (long k = n - 1; k >= 0; k -= 2) {
+            double g = grd[L + k];              /* the MUL */
+            grd[code[k].x] += val[code[k].y] * g;
+            grd[code[k].y] += val[code[k].x] * g;
+            g = grd[L + k - 1];                 /* the ADD */
+            grd[code[k - 1].x] += g;
+            grd[code[k - 1].y] += g;
+        }
+}
+
+int main(int argc, char** argv) {
+    double seconds = argc > 1 ? atof(argv[1]) : 0.3, sink = 0.0;
+    if (argc < 3) {
+        fprintf(stderr, "usage: tape_pass SECONDS_PER_SIZE chain:N|wide:N|dag:N:PICKS ...\n");
+        return 2;
+    }
+    printf("{\"runs\": [");
+    for (int s = 2; s < argc; s++) {
+        char spec[4096], *name = strtok(strncpy(spec, argv[s], sizeof spec - 1), ":");
+        char *num = strtok(NULL, ":"), *file = strtok(NULL, "");
+        int shape = !strcmp(name, "chain") ? CHAIN : !strcmp(name, "wide") ? WIDE
+                  : !strcmp(name, "dag") ? DAG : -1;
+        long n = num ? atol(num) : 0, L, cap = 100000, k = 0;
+        Instr* code;
+        double *val, *grd, *tf = alloc(cap * sizeof(double)), *tb = alloc(cap * sizeof(double));
+        double* tt = alloc(cap * sizeof(double));
+        if (shape < 0 || n < 2 || (shape == DAG && file == NULL)) {
+            fprintf(stderr, "tape_pass: bad spec %s\n", argv[s]);
+            return 2;
+        }
+        n = build(shape, n, file, &code, &val, &L);
+        grd = alloc((L + n) * sizeof(double));
+        forward(shape, code, val, L, n);        /* page everything in before timing */
+        backward(shape, code, val, grd, L, n);
+        double start = now_ns();
+        while (k < cap && (k < 5 || now_ns() - start < seconds * 1e9)) {
+            double t0 = now_ns();
+            forward(shape, code, val, L, n);
+            double t1 = now_ns();
+            backward(shape, code, val, grd, L, n);
+            double t2 = now_ns();
+            tf[k] = (t1 - t0) / n;
+            tb[k] = (t2 - t1) / n;
+            tt[k++] = (t2 - t0) / n;
+            sink += val[L + n - 1] + grd[0];
+        }
+        qsort(tf, k, sizeof(double), cmp);
+        qsort(tb, k, sizeof(double), cmp);
+        qsort(tt, k, sizeof(double), cmp);
+        printf("%s{\"shape\": \"%s\", \"n\": %ld, \"forward\": %.3f, \"backward\": %.3f, "
+               "\"pass\": %.3f}", s > 2 ? ", " : "", name, n, tf[k / 2], tb[k / 2], tt[k / 2]);
+        free(code);
+        free(val);
+        free(grd);
+        free(tf);
+        free(tb);
+        free(tt);
+    }
+    printf("], \"sink\": %g}\n", sink);
+    return 0;
+}
