@@ -2,9 +2,12 @@
 build_topo fails at ~1000 levels) and memory stays bounded."""
 import gc
 import math
+import subprocess
+import sys
 
 import pytest
 
+from conftest import subprocess_env
 from micrograd import _engine
 
 
@@ -97,6 +100,51 @@ def test_deep_chain_freed_in_any_order_compiled(n):
     while nodes:
         nodes.pop(0)                # free from the bottom up: the chain above is gone
     assert (x.data, x.grad) == (1.0, 1.0 + adds)
+
+
+# A chain through the side table: hand-built nodes (their children are kept there), a
+# subclass's, and lecture-style nodes (a _backward closure, freed by the core's gc
+# callback). Freed in a thread with a small C stack, where freeing by recursion dies.
+SIDE_TABLE_CHAIN = r"""
+import gc, math, sys, threading
+from micrograd._engine import Value
+
+class Sub(Value):
+    pass
+
+def sin(v):
+    out = Value(math.sin(v.data), (v,), "sin")
+    def _backward():
+        v.grad += math.cos(v.data) * out.grad
+    out._backward = _backward
+    return out
+
+kind, n = sys.argv[1], int(sys.argv[2])
+x = Value(0.5)
+z = x
+for _ in range(n):
+    z = sin(z) if kind == "lecture" else (Sub if kind == "subclass" else Value)(1.0, (z,), "f")
+graph = [z]
+del z
+
+def free():
+    graph.clear()
+    gc.collect()
+
+threading.stack_size(256 * 1024)
+t = threading.Thread(target=free)
+t.start()
+t.join()
+print(sys.getrefcount(x))
+"""
+
+
+@pytest.mark.parametrize("kind", ["hand-built", "subclass", "lecture"])
+def test_deep_chain_through_the_side_table_freed_without_recursion_compiled(kind):
+    proc = subprocess.run([sys.executable, "-c", SIDE_TABLE_CHAIN, kind, "30000"],
+                          capture_output=True, text=True, timeout=300, env=subprocess_env())
+    assert proc.returncode == 0, f"died with {proc.returncode}: {proc.stderr[-500:]}"
+    assert proc.stdout.split() == ["2"]      # x is held by its name alone: all freed
 
 
 @sizes(2_000_000, 200_000)

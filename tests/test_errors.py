@@ -1,5 +1,6 @@
 """Bad input: the exception class CPython's float/math raise, never a crash or a silent
 NaN, and the operands left exactly as they were."""
+import gc
 import math
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import subprocess_env
+from micrograd import _engine
 
 
 def snapshot(*values):
@@ -187,10 +189,30 @@ def test_failed_backward_leaves_other_graphs_working(engine):
     assert w.grad == 12.0
 
 
-def test_backward_started_during_a_walk_raises_and_the_outer_walk_stays_whole(engine):
-    """Python code runs inside a walk: a _backward the user assigned (or a finalizer or gc
-    callback). A backward() or Tape() from there would clobber the walk's scratch arrays
-    (a crash in the compiled core) and marks, so it is a RuntimeError."""
+# How Python code comes to run in the middle of a walk, each forced from a _backward the
+# walk calls, so that it happens on every CPython: 3.12+ collects garbage only at the
+# interpreter's eval-breaker checks (in bytecode), never inside the compiled walk itself.
+REENTRY = ["_backward", "gc.collect", "automatic collection", "finalizer",
+           "rule cycle freed by the collector"]
+
+
+@pytest.fixture
+def no_automatic_collection():
+    """The collector runs only where a test asks it to."""
+    enabled = gc.isenabled()
+    gc.disable()
+    yield
+    if enabled:
+        gc.enable()
+
+
+@pytest.mark.parametrize("via", REENTRY)
+def test_backward_started_during_a_walk_raises_and_the_outer_walk_stays_whole(
+        engine, via, no_automatic_collection):
+    """Python code runs inside a walk: a _backward the user assigned, and from there the
+    garbage collector's callbacks and the finalizers of what it or reference counting
+    frees. A backward() or Tape() from any of them would clobber the walk's scratch
+    arrays (a crash in the compiled core) and marks, so it is a RuntimeError."""
     V = engine.Value
     x = V(0.5)
     inner = x
@@ -201,23 +223,126 @@ def test_backward_started_during_a_walk_raises_and_the_outer_walk_stays_whole(en
     for v in xs:
         s = s + v * 2.0
     hook = s * 1.0
-    seen = []
+    seen, in_rule = [], []
 
-    def _backward():                    # runs in the middle of outer's walk
+    def reenter():
         for call in (inner.backward, lambda: engine.Tape(inner)):
             try:
                 call()
                 seen.append("ran")
             except RuntimeError:
                 seen.append("RuntimeError")
+
+    def callback(phase, info):
+        if phase == "start" and in_rule and not seen:
+            reenter()
+
+    class Reentering:
+        def __del__(self):
+            reenter()
+
+    class DyingNode(V):
+        def __del__(self):
+            reenter()
+
+    def sin(v):                         # a lecture-style op: out's _backward holds out
+        out = V(math.sin(v.data), (v,), "sin")
+
+        def _backward():
+            v.grad += math.cos(v.data) * out.grad
+        out._backward = _backward
+        return out
+
+    doomed = [DyingNode(1.0)]
+    if via == "rule cycle freed by the collector":
+        # kept alive only by its own _backward's closure: the compiled core's gc
+        # callback breaks that cycle (the twin's is a plain one)
+        sin(V(0.3)).probe = Reentering()
+
+    def _backward():                    # runs in the middle of outer's walk
+        in_rule.append(True)
+        threshold = gc.get_threshold()
+        try:
+            if via == "_backward":
+                reenter()
+            elif via == "gc.collect":
+                gc.collect()
+            elif via == "automatic collection":
+                gc.set_threshold(1)
+                gc.enable()
+                garbage = [[] for _ in range(100)]
+                gc.disable()
+                del garbage
+            elif via == "finalizer":
+                doomed.clear()          # a Value subclass's __del__, then its dealloc
+            else:
+                gc.collect()
+        finally:
+            gc.set_threshold(*threshold)
+            in_rule.clear()
         s.grad += hook.grad
     hook._backward = _backward
     outer = hook + 1.0
-    outer.backward()
+    callbacks = [callback] if via in ("gc.collect", "automatic collection") else []
+    gc.callbacks.extend(callbacks)
+    try:
+        outer.backward()
+    finally:
+        for cb in callbacks:
+            gc.callbacks.remove(cb)
     assert seen == ["RuntimeError", "RuntimeError"]
     assert all(v.grad == 2.0 for v in xs)      # the outer walk went on, whole
     inner.backward()
     assert len(engine.Tape(inner)) == 9001 and x.grad > 0
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason=(
+    "CPython 3.12+ runs the collector only at eval-breaker checks, which the compiled walk "
+    "never makes: the test above forces it from a _backward instead"))
+def test_collection_triggered_inside_the_compiled_walk_itself_cannot_reenter_it():
+    """Up to 3.11 CPython collects as soon as enough objects are allocated, even inside C
+    code: here while the walk raises (the error's objects), with no Python code of the
+    user's running. The gc callback must find the walk claimed."""
+    V = _engine.Value
+    x = V(0.5)
+    inner = x
+    for _ in range(3000):
+        inner = inner * 1.0000001 + x
+    xs = [V(1.0) for _ in range(2000)]
+    s = V(0.0)
+    for v in xs:
+        s = s + v * 2.0
+    outer = s.log()
+    s.data = 0.0                    # log's rule now divides by zero
+    seen, armed = [], []
+
+    def callback(phase, info):
+        if phase == "start" and armed:
+            try:
+                inner.backward()
+                seen.append("ran")
+            except RuntimeError:
+                seen.append("RuntimeError")
+
+    threshold = gc.get_threshold()
+    gc.callbacks.append(callback)
+    try:
+        with pytest.raises(ZeroDivisionError):
+            gc.set_threshold(1)     # collect at the next allocations: the error being raised
+            armed.append(True)      # (no allocation between here and the walk)
+            outer.backward()
+    finally:
+        armed.clear()
+        gc.callbacks.remove(callback)
+        gc.set_threshold(*threshold)
+    # collections inside the walk first, then (once it has ended) none refused
+    refused = seen.count("RuntimeError")
+    assert refused >= 1 and seen[:refused] == ["RuntimeError"] * refused, seen
+    s.data = 4000.0                 # both graphs walk completely afterwards
+    outer.backward()
+    assert all(v.grad == 2.0 / 4000.0 for v in xs)
+    inner.backward()
+    assert len(_engine.Tape(inner)) == 9001 and x.grad > 0
 
 
 def test_manual_backward_error_changes_no_grad(engine):

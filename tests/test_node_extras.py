@@ -84,7 +84,8 @@ def test_arbitrary_attributes_set_read_delete(engine):
     del p.m
     with pytest.raises(AttributeError, match="^'Value' object has no attribute 'm'$"):
         p.m
-    with pytest.raises(AttributeError, match="'m'"):
+    # CPython 3.9's message for a name missing from an instance __dict__ is the bare name
+    with pytest.raises(AttributeError, match=r"^('Value' object has no attribute 'm'|m)$"):
         del p.m
     # the class's own attributes keep their meaning
     p.data = 3

@@ -3,8 +3,9 @@
 # The twin has no counterpart: CPython allocates and frees its nodes.
 #
 # Freeing: a deep chain must not free itself by C recursion (tp_dealloc calling
-# tp_dealloc a million times overflows the C stack). A dying node hands the children
-# it was the last owner of to the _pending stack; the outermost dealloc drains it.
+# tp_dealloc a million times overflows the C stack). A dying node hands what it was the
+# last owner of (its operands, its side-table entry with a hand-built node's children)
+# to the _pending stack; the outermost dealloc drains it.
 # Memory: nodes live in 2 MiB chunks of 56-byte slots, handed out in order (so a graph
 # built in one go lies in memory in creation order) and reused when freed. A few empty
 # chunks are kept, so the next training step's graph is built without the system
@@ -192,20 +193,34 @@ cdef inline void _release(PyObject* child) noexcept:
 
 
 cdef void _drop_extra(PyObject* o) noexcept:
+    """Take a dying node's side-table entry out and release it as the node's operands
+    are released: the entry holds a hand-built node's children (and a rule's closure,
+    attributes), and freeing it here would free a deep chain of such nodes by C
+    recursion."""
     # A dealloc can run while an exception is being raised: keep it intact.
     cdef PyObject* t
     cdef PyObject* v
     cdef PyObject* tb
+    cdef PyObject* held = NULL
+    cdef PyObject* children
+    cdef Py_ssize_t i
     _fetch_error(&t, &v, &tb)
     try:
         entry = _extras.pop(<Py_ssize_t>o, None)     # keyed by id(node), i.e. its address
-        if entry is not None and entry[EXTRA_CHILDREN] is not None:
-            for child in entry[EXTRA_CHILDREN]:
-                _note_rule_child(<PyObject*>child)
-        entry = None                # freed here, before the error is restored
+        if entry is not None:
+            children = PyList_GET_ITEM(<PyObject*>entry, EXTRA_CHILDREN)
+            if children != <PyObject*>None:
+                for i in range(PyTuple_GET_SIZE(children)):
+                    _note_rule_child(PyTuple_GET_ITEM(children, i))  # borrowed: a loop
+                                                                     # variable would own one
+            Py_INCREF(entry)
+            held = <PyObject*>entry
+        entry = None
     except BaseException:
         pass
     _restore_error(t, v, tb)
+    if held != NULL:
+        _release(held)      # the outermost dealloc drains it
 
 
 cdef void _value_dealloc(PyObject* o) noexcept:

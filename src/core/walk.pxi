@@ -16,15 +16,17 @@ cdef PyThread_type_lock _walk_lock = PyThread_allocate_lock()   # held while _wa
 cdef int _begin_walk() except -1:
     """Claim the marks and scratch arrays for one walk (released by the caller).
 
-    Python code can run in the middle of a walk only through the garbage collector
-    (a finalizer or gc callback, while an error is raised); a backward() or Tape() from
-    there would clobber the outer walk's arrays and marks, so it raises instead. Such
-    Python code may also let another thread run: that thread's walk waits for this one."""
+    Python code runs in the middle of a walk: a _backward the user assigned, and with it
+    the garbage collector's callbacks and the finalizers of what is freed (CPython up to
+    3.11 also collects inside the walk itself, when it allocates: an error being raised;
+    3.12+ collects only at eval-breaker checks, i.e. in bytecode). A backward() or Tape()
+    from there would clobber the outer walk's arrays and marks, so it raises instead.
+    Such Python code may also let another thread run: that thread's walk waits for this one."""
     global _walking, _walker
     if not PyThread_acquire_lock(_walk_lock, NOWAIT_LOCK):
         if _walker == PyThread_get_thread_ident():
             raise RuntimeError("backward() or Tape() called while another one is walking a graph "
-                               "(from a finalizer or a gc callback?)")
+                               "(from a _backward, a finalizer or a gc callback?)")
         with nogil:                     # another thread's walk, paused: let it finish
             PyThread_acquire_lock(_walk_lock, WAIT_LOCK)
     _walking = True

@@ -21,15 +21,16 @@ _walk_lock = threading.Lock()   # held while _walking
 def _begin_walk():
     """Claim the nodes' marks for one walk (released with _end_walk).
 
-    Python code can run in the middle of a walk through the garbage collector (a
-    finalizer or gc callback); a backward() or Tape() from there would clobber the
-    outer walk's marks, so it raises instead, as the compiled core does. Another
-    thread's walk waits for this one (here any bytecode may switch threads)."""
+    Python code runs in the middle of a walk: a _backward the user assigned, and the
+    garbage collector's callbacks and finalizers (here at any bytecode). A backward() or
+    Tape() from there would clobber the outer walk's marks, so it raises instead, as the
+    compiled core does. Another thread's walk waits for this one (here any bytecode may
+    switch threads)."""
     global _walking, _walker
     if not _walk_lock.acquire(False):
         if _walker == threading.get_ident():
             raise RuntimeError("backward() or Tape() called while another one is walking a graph "
-                               "(from a finalizer or a gc callback?)")
+                               "(from a _backward, a finalizer or a gc callback?)")
         _walk_lock.acquire()            # another thread's walk: let it finish
     _walking = True
     _walker = threading.get_ident()
