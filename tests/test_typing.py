@@ -139,6 +139,9 @@ def _pyright(*args, cwd):
     # session imports: --pythonpath says so, and PATH too, since --verifytypes ignores
     # --pythonpath (pyright 1.1.414) and runs the first `python` on PATH
     env = subprocess_env(PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    # cwd is its project root: without a config there, pyright takes the nearest pyproject.toml
+    # above as the root and skips files under a hidden folder in it (nox's .nox/.../tmp)
+    (cwd / "pyrightconfig.json").write_text("{}")
     proc = subprocess.run([sys.executable, "-m", "pyright", "--pythonpath", sys.executable,
                            "--outputjson", *args], capture_output=True, text=True, cwd=cwd,
                           timeout=600, env=env)
@@ -151,6 +154,7 @@ def _pyright(*args, cwd):
 @pytest.fixture(scope="module")
 def pyright_diagnostics(scripts):
     report = _pyright("typical.py", "bad.py", cwd=scripts)
+    assert report["summary"]["filesAnalyzed"] == 2, report["summary"]
     return [d for d in report["generalDiagnostics"] if d["severity"] == "error"]
 
 
