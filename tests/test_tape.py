@@ -371,6 +371,38 @@ def test_leaves_used_once_accumulate_as_eager_signed_zeros_too(engine, old, w0):
         assert math.copysign(1.0, ours.grad) == math.copysign(1.0, theirs.grad)
 
 
+def running_sums(V, a, b, c, d, e):
+    """Sums of products whose acc is also a product's operand, next to plain ones."""
+    s1 = a * b + c                  # FMA, its acc a leaf
+    s2 = s1 + s1 * d                # FMA whose acc is the instruction below, and a factor
+    s3 = s2 + d * s2                # the same, the acc the other factor
+    s4 = s3 + a * e + b * e         # a plain running sum
+    s5 = s4 + s4 * s4               # acc, and both factors
+    return (s5 * c).relu() + s5
+
+
+def test_running_sums_whose_acc_is_also_a_factor_replay_as_eager(engine):
+    """Backward carries a running sum's grad down in a register: not when the acc is
+    also a factor, whose grad the MUL's share then adds to."""
+    V = engine.Value
+    xs = [0.5, -1.25, 0.75, 2.0, -0.5]
+    leaves = [V(x) for x in xs]
+    root = running_sums(V, *leaves)
+    tape = engine.Tape(root)
+    assert tape.n_instructions < len(tape) - len(tape.leaves)   # the products fused
+    for trial in range(3):
+        ys = [x + 0.125 * trial for x in xs]
+        for v, y in zip(leaves, ys):
+            v.data, v.grad = y, 0.0
+        got = tape.forward()
+        tape.backward()
+        fresh = [V(y) for y in ys]
+        want = running_sums(V, *fresh)
+        want.backward()
+        assert got == want.data
+        assert [v.grad for v in leaves] == [v.grad for v in fresh]
+
+
 def test_a_tape_records_once(engine):
     x = engine.Value(2.0)
     tape = engine.Tape(x * x + 1)

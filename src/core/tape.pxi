@@ -74,20 +74,36 @@ cdef bint _custom_rule(object v) except -1:
     return (<Value>v)._flags & USER_RULE or type(v)._backward is not Value._backward
 
 
-# One instruction of a replay's backward (Tape.backward runs it in a loop, with or
-# without prefetching).
-cdef inline void _run_backward(Instr c, Py_ssize_t s, double* val, double* grd) noexcept:
-    """Pass the grad of c, which wrote slot s, on to its operands' grads."""
-    cdef double g = grd[s]
-    cdef double dx, dy
-    if c.op == FMA:
-        grd[c.x] += g                       # the ADD passes g to acc and to the MUL
+# A replay's backward, run by Tape.backward from the last instruction down.
+cdef inline Py_ssize_t _run_backward(Instr* code, Py_ssize_t k, Py_ssize_t base,
+                                     double* val, double* grd, bint far) noexcept:
+    """Pass the grad of instruction k's output on to its operands' grads, and go on down
+    while each FMA's acc is the output of the instruction right below it (a neuron's
+    running sum): that acc has no consumer left, so its finished grad is carried in a
+    register, not through a store and a reload (a store-to-load round trip on the
+    chain's critical path, as in forward). Returns the next instruction to run. (C only:
+    the twin runs the same arithmetic one instruction at a time.)"""
+    cdef double g = grd[base + k]
+    cdef double dx, dy, acc
+    cdef Instr c
+    while True:
+        if far:
+            _prefetch(code + (k - PREFETCH if k >= PREFETCH else 0), grd)
+            _prefetch(code + (k - PREFETCH if k >= PREFETCH else 0), val)
+        c = code[k]
+        if c.op != FMA:
+            _partials(c.op, val[c.x], val[c.y], val[base + k], &dx, &dy)
+            grd[c.x] += dx * g
+            grd[c.y] += dy * g              # unary ops: lands in a constant's slot
+            return k - 1
+        acc = grd[c.x] + g                  # the ADD passes g to acc and to the MUL
+        grd[c.x] = acc
         grd[c.y] += val[c.z] * g
         grd[c.z] += val[c.y] * g
-    else:
-        _partials(c.op, val[c.x], val[c.y], val[s], &dx, &dy)
-        grd[c.x] += dx * g
-        grd[c.y] += dy * g                  # unary ops: lands in a constant's slot
+        k -= 1
+        if k < 0 or c.x != base + k or c.y == c.x or c.z == c.x:
+            return k
+        g = acc
 
 
 cdef inline void _prefetch(Instr* f, double* a) noexcept:
@@ -424,7 +440,6 @@ cdef class Tape:
         cdef double* val = self.val
         cdef double* grd = self.grd
         cdef Instr* code = self.code
-        cdef Instr* f
         cdef Instr c
         cdef PyObject* p
         _ready(self)
@@ -445,15 +460,13 @@ cdef class Tape:
         memset(grd + base, 0, self.n_code * sizeof(double))
         memset(grd + base + self.n_ops, 0, (self.n_slots - base - self.n_ops) * sizeof(double))
         grd[self.root_slot] = 1.0
+        k = self.n_code - 1
         if far:
-            for k in range(self.n_code - 1, -1, -1):
-                f = code + (k - PREFETCH if k >= PREFETCH else 0)
-                _prefetch(f, grd)
-                _prefetch(f, val)
-                _run_backward(code[k], base + k, val, grd)
+            while k >= 0:
+                k = _run_backward(code, k, base, val, grd, True)
         else:
-            for k in range(self.n_code - 1, -1, -1):
-                _run_backward(code[k], base + k, val, grd)
+            while k >= 0:
+                k = _run_backward(code, k, base, val, grd, False)
         for j in range(self.n_shared):
             s = self.by_use[j]
             (<Value>self._nodes[s]).grad = grd[s]
