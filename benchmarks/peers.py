@@ -356,3 +356,24 @@ def md_floors(R, m, paired_ratio):
     return ("The compiled engine's eager step (its demo row) part by part, against what the same part "
             "costs with no graph. Medians; the forward and step ratios are per-round ratios.\n\n"
             + table(["<part", "compiled eager", "floor", "÷ floor", "<floor"], rows))
+
+
+def md_tape_floors(R, m):
+    """The Tape + optim step part by part against the same loops in bare C and against
+    the hand-written C step."""
+    t, c, prog = m.get("tape-optim"), m.get("c"), R.get("tape_prog")
+    if not t or not c:
+        return "Not measured (needs the Tape + optim and the hand-written C rows).\n"
+    loops = {ph: prog[ph] * prog["n"] for ph in ("forward", "backward", "pass")} if prog else {}
+    rows = [[part, fmt_ns(t[ph]), fmt_ns(loops[lp]) if lp in loops else "–", fmt_ns(c[ph]),
+             fmt_x(t[ph] / loops[lp]) if lp in loops else "–", fmt_x(t[ph] / c[ph])]
+            for part, ph, lp in (("forward", "forward", "forward"),
+                                 ("zero_grad + backward", "backward", "backward"),
+                                 ("optimizer step", "update", None), ("step", "step", "pass"))]
+    return ("The replayed step (its Tape + optim row) part by part. **the Tape's loops in C**: "
+            "`tape_pass.c` running the demo's own Tape program (" + (f"{prog['n']:,} instructions"
+            if prog else "not run: " + R.get("tape_pass_note", "")) + ") with the Tape's forward and "
+            "backward loops and no Python: the floor of replaying an instruction per node. "
+            "**hand-written C**: `demo_step.c`, the same step on dense arrays with no graph.\n\n"
+            + table(["<part", "Tape + optim", "the Tape's loops in C", "hand-written C",
+                     "÷ its loops", "÷ hand-written C"], rows))

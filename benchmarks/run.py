@@ -26,6 +26,7 @@ from pathlib import Path
 sys.dont_write_bytecode = True      # --quick must leave the checkout as it found it
 import psutil  # noqa: E402
 
+import chart  # noqa: E402
 import peers  # noqa: E402
 import upstream  # noqa: E402
 import workers  # noqa: E402
@@ -163,7 +164,7 @@ def measure(cfg, quick):
         res = json.loads(subprocess.run([str(bare), "0.1" if quick else "0.5", *map(str, sizes)],
                                         capture_output=True, text=True, check=True).stdout)
         node_pass = {str(n): ns for n, ns in zip(res["sizes"], res["ns_per_node"])}
-    tape_pass, tape_pass_note = c_tape_pass(cfg, quick)
+    tape_pass, tape_prog, tape_pass_note = c_tape_pass(cfg, quick)
 
     log("memory")
     memory = {}
@@ -190,19 +191,24 @@ def measure(cfg, quick):
         "demo": demo, "jit_whole": jit_whole, "skipped": skipped, "notes": notes, "scale": scale,
         "scale_errors": {" ".join(map(str, j)): err for j, err in scale_errors.items()},
         "node_pass": node_pass, "node_pass_note": pass_note, "tape_pass": tape_pass,
-        "tape_pass_note": tape_pass_note, "memory": memory,
+        "tape_prog": tape_prog, "tape_pass_note": tape_pass_note, "memory": memory,
         "elapsed": time.monotonic() - t_start,
     }
 
 
 def c_tape_pass(cfg, quick):
     """tape_pass.c (the Tape's floor: the same graphs as the scale task's chain, wide and
-    dag, in the Tape's layout, no dispatch) at the compiled engine's sizes;
-    ({"shape n": ns per op node of forward+backward}, note)."""
+    dag, in the Tape's layout, no dispatch) at the compiled engine's sizes, and the Tape's
+    loops on the demo's own program; ({"shape n": ns per op node of forward+backward},
+    the program's run or None, note)."""
     binary, note = build_c("tape_pass")
     if binary is None:
-        return {}, note
-    specs = []
+        return {}, None, note
+    prog = WORK / "demo.prog"
+    try:
+        specs = [f"prog:{worker('program', prog)['instructions']}:{prog}"]
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        specs, note = [], f"{note}; the demo's program was not written: {exc}"
     for e, shape, sizes in cfg["scale"]:
         for n in sizes if e == "cython" and shape in ("chain", "wide", "dag") else ():
             spec = f"{shape}:{n}"
@@ -212,11 +218,13 @@ def c_tape_pass(cfg, quick):
                 spec += f":{picks}"
             specs.append(spec)
     proc = subprocess.run([str(binary), "0.1" if quick else "0.5", *specs], capture_output=True, text=True)
-    for f in WORK.glob("dag_picks_*.bin"):
-        f.unlink()
+    for f in [*WORK.glob("dag_picks_*.bin"), prog]:
+        f.unlink(missing_ok=True)
     if proc.returncode:
-        return {}, f"tape_pass failed: {proc.stderr.strip()[:200]}"
-    return {f"{r['shape']} {r['n']}": r["pass"] for r in json.loads(proc.stdout)["runs"]}, note
+        return {}, None, f"tape_pass failed: {proc.stderr.strip()[:200]}"
+    runs = json.loads(proc.stdout)["runs"]
+    return ({f"{r['shape']} {r['n']}": r["pass"] for r in runs if r["shape"] != "prog"},
+            next((r for r in runs if r["shape"] == "prog"), None), note)
 
 
 def machine():
@@ -461,6 +469,7 @@ def md_tape(R):
 def md_results(R):
     parts = [("Targets", md_targets), ("Moons demo step", md_demo),
              ("Eager step against its floors", lambda R: peers.md_floors(R, medians(R), paired_ratio)),
+             ("Tape step against its floors", lambda R: peers.md_tape_floors(R, medians(R))),
              ("Scaling: ns per node", md_scale),
              ("Memory: bytes per node", md_memory), ("Tape replay: ns per node", md_tape)]
     return ("## Results\n\n" + md_head(R) + "\n" + "".join(f"\n### {h}\n\n{f(R)}" for h, f in parts)
@@ -514,47 +523,6 @@ def write_block(path, name, text, create=False):
     return True
 
 
-def chart(R, path):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return "matplotlib is not installed: no chart written"
-    fig, (left, right) = plt.subplots(1, 2, figsize=(15, 4.8), gridspec_kw={"width_ratios": [1.1, 1]})
-    bars = [(LABELS[e], paired_ratio(R, "upstream", e)) for e in ENGINES if e in R["demo"] and e != "floats"]
-    bars = [(lab, r) for lab, r in bars if r]
-    if bars:
-        labs, vals = zip(*bars)
-        left.barh(range(len(bars)), vals, color=["#d62728" if "upstream" in b else "#1f77b4" for b in labs])
-        left.set_yticks(range(len(bars)), labs)
-        left.invert_yaxis()
-        left.set_xscale("log")
-        left.set_xlim(right=max(vals) * 20)
-        for y, v in enumerate(vals):
-            left.text(v, y, f" {fmt_x(v)}", va="center", fontsize=8)
-    left.set_xlabel("demo step: speedup over upstream micrograd 0.1.0 (median, log scale)")
-    for (e, s), color in {("cython", "chain"): "#1f77b4", ("cython", "dag"): "#2ca02c",
-                          ("cython", "wide"): "#17becf", ("python", "chain"): "#9467bd"}.items():
-        pts = sorted((r["n"], r) for r in R["scale"] if (r["engine"], r["shape"]) == (e, s))
-        ns = [n for n, _ in pts]
-        right.plot(ns, [r["backward"] for _, r in pts], "-o", color=color, label=f"{LABELS[e]} {s}: backward")
-        if e == "cython":
-            right.plot(ns, [r["tape_forward"] + r["tape_backward"] for _, r in pts], ":s", color=color,
-                       mfc="none", label=f"Tape {s}: forward+backward")
-    bare = sorted((int(n), v) for n, v in R["node_pass"].items())
-    if bare:
-        right.plot(*zip(*bare), "--k", label="bare C pass")
-    right.set(xscale="log", yscale="log", xlabel="op nodes", ylabel="ns per node (median CPU time)")
-    right.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.suptitle(f"micrograd, compiled — {R['machine']['cpu']}, Python {R['python']}, {R['date']}", fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return f"chart written to {path}"
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer rounds, smaller graphs; writes only "
@@ -593,7 +561,8 @@ def main(argv=None):
     for _, desc, goal, text, met in targets(R):
         print(f"  [{ {True: 'MET', False: 'NOT MET'}.get(met, 'n/a') }] {desc} {goal}: {text}")
     print(f"\nresults written to {out}" + "".join(f", {f}" for f in (readme, porting) if f))
-    print(chart(R, args.chart or (WORK / "ratios-quick.png" if not tracked else HERE / "ratios.png")))
+    png = args.chart or (WORK / "ratios-quick.png" if not tracked else HERE / "ratios.png")
+    print(chart.chart(R, LABELS, ENGINES, paired_ratio, png))
     if not R["demo"].get("cython"):
         print("error: the compiled engine's demo step could not be measured", file=sys.stderr)
         return 1

@@ -11,10 +11,17 @@
  *   dag:N:FILE     the random DAG: spine z = (z + r) * 0.5, r = spine[pick_j], the picks
  *                  (N/2 of them, int32, native order) written by run.py from workers.py's
  *                  dag_picks(N), so that both run the same graph   (leaves z0, 0.5)
+ *   prog:N:FILE    a recorded Tape's own program (written by `workers.py program`: int64
+ *                  leaves, instructions N, slots; the leaves' data; N instructions), run
+ *                  by the Tape's own loops: dispatch on the op code, FMA fused, the running
+ *                  sum carried in a register both ways. Not a floor of the graph but of
+ *                  the design: what a Tape replay would cost with no Python around it
+ *                  (ADD, MUL, RELU and FMA only: the ops of the demo's program)
  *
  * usage: tape_pass SECONDS_PER_SIZE SPEC...; prints one JSON line
  *   {"runs": [{"shape": ..., "n": N, "forward": ns, "backward": ns, "pass": ns}, ...]}
- * (ns per op node, medians over the passes; every pass is a forward then a backward).
+ * (ns per op node, per instruction for prog; medians over the passes; every pass is a
+ * forward then a backward).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,7 +29,8 @@
 #include <time.h>
 
 typedef struct { int op, x, y, z; } Instr;     /* the Tape's instruction (_engine.pxd) */
-enum { CHAIN, WIDE, DAG };
+enum { CHAIN, WIDE, DAG, PROG };
+enum { ADD = 1, MUL = 2, RELU = 5, FMA = 11 };  /* op codes (_engine.pxd) */
 
 static double now_ns(void) {
     struct timespec t;
@@ -46,10 +54,40 @@ static void* alloc(size_t n) {
 
 /* The program of one graph: leaves' values in val[0, L), instructions code[0, n). */
 static long build(int shape, long n, const char* picks_file, Instr** code_out, double** val_out,
-                  long* leaves_out) {
+                  long* leaves_out, long* slots_out) {
     long L = shape == WIDE ? n + 1 : 2;
-    Instr* code = alloc(n * sizeof(Instr));
-    double* val = alloc((L + n) * sizeof(double));
+    Instr* code;
+    double* val;
+    *slots_out = L + n;
+    if (shape == PROG) {
+        long head[3];                           /* leaves, instructions, slots */
+        FILE* f = fopen(picks_file, "rb");
+        if (f == NULL || fread(head, sizeof(long), 3, f) != 3 || head[1] != n) {
+            fprintf(stderr, "tape_pass: cannot read a program of %ld instructions from %s\n", n,
+                    picks_file);
+            exit(2);
+        }
+        L = head[0];
+        *slots_out = head[2];
+        code = alloc(n * sizeof(Instr));
+        val = alloc(head[2] * sizeof(double));
+        if ((long)fread(val, sizeof(double), L, f) != L || (long)fread(code, sizeof(Instr), n, f) != n) {
+            fprintf(stderr, "tape_pass: %s is cut short\n", picks_file);
+            exit(2);
+        }
+        fclose(f);
+        for (long k = 0; k < n; k++)
+            if (code[k].op != ADD && code[k].op != MUL && code[k].op != RELU && code[k].op != FMA) {
+                fprintf(stderr, "tape_pass: op %d is not one this floor runs\n", code[k].op);
+                exit(2);
+            }
+        *code_out = code;
+        *val_out = val;
+        *leaves_out = L;
+        return n;
+    }
+    code = alloc(n * sizeof(Instr));
+    val = alloc((L + n) * sizeof(double));
     if (shape == CHAIN) {                       /* slot 0: z0, 1: y */
         val[0] = 1.0;
         val[1] = 0.9999999;
@@ -85,9 +123,57 @@ static long build(int shape, long n, const char* picks_file, Instr** code_out, d
     return n;
 }
 
+/* Tape.forward's loop (core/tape.pxi) for the ops of prog. */
+static void prog_forward(const Instr* code, double* val, long L, long n) {
+    double out = L ? val[L - 1] : 0.0, a;
+    for (long k = 0; k < n; k++) {
+        Instr c = code[k];
+        a = c.x == L + k - 1 ? out : val[c.x];
+        if (c.op >= FMA)
+            out = a + val[c.y] * val[c.z];
+        else if (c.op == ADD)
+            out = a + val[c.y];
+        else if (c.op == MUL)
+            out = a * val[c.y];
+        else
+            out = a < 0.0 ? 0.0 : a;
+        val[L + k] = out;
+    }
+}
+
+/* Tape.backward's loop (_run_backward in core/tape.pxi) for the ops of prog. */
+static void prog_backward(const Instr* code, const double* val, double* grd, long L, long n, long slots) {
+    memset(grd, 0, slots * sizeof(double));
+    grd[L + n - 1] = 1.0;
+    for (long k = n - 1; k >= 0;) {
+        double g = grd[L + k], dx, dy, acc;
+        for (;;) {
+            Instr c = code[k];
+            if (c.op != FMA) {
+                dx = c.op == ADD ? 1.0 : c.op == MUL ? val[c.y] : val[L + k] > 0.0;
+                dy = c.op == ADD ? 1.0 : c.op == MUL ? val[c.x] : 0.0;
+                grd[c.x] += dx * g;
+                grd[c.y] += dy * g;
+                k--;
+                break;
+            }
+            acc = grd[c.x] + g;
+            grd[c.x] = acc;
+            grd[c.y] += val[c.z] * g;
+            grd[c.z] += val[c.y] * g;
+            k--;
+            if (k < 0 || c.x != L + k || c.y == c.x || c.z == c.x)
+                break;
+            g = acc;
+        }
+    }
+}
+
 static void forward(int shape, const Instr* code, double* val, long L, long n) {
     double* out = val + L;
-    if (shape == CHAIN)
+    if (shape == PROG)
+        prog_forward(code, val, L, n);
+    else if (shape == CHAIN)
         for (long k = 0; k < n; k++) out[k] = val[code[k].x] * val[code[k].y];
     else if (shape == WIDE)
         for (long k = 0; k < n; k++) out[k] = val[code[k].x] + val[code[k].y];
@@ -98,7 +184,12 @@ static void forward(int shape, const Instr* code, double* val, long L, long n) {
         }
 }
 
-static void backward(int shape, const Instr* code, const double* val, double* grd, long L, long n) {
+static void backward(int shape, const Instr* code, const double* val, double* grd, long L, long n,
+                     long slots) {
+    if (shape == PROG) {
+        prog_backward(code, val, grd, L, n, slots);
+        return;
+    }
     memset(grd, 0, (L + n) * sizeof(double));  /* grads restart from 0 (leaves' included) */
     grd[L + n - 1] = 1.0;
     if (shape == CHAIN)
@@ -127,7 +218,7 @@ static void backward(int shape, const Instr* code, const double* val, double* gr
 int main(int argc, char** argv) {
     double seconds = argc > 1 ? atof(argv[1]) : 0.3, sink = 0.0;
     if (argc < 3) {
-        fprintf(stderr, "usage: tape_pass SECONDS_PER_SIZE chain:N|wide:N|dag:N:PICKS ...\n");
+        fprintf(stderr, "usage: tape_pass SECONDS_PER_SIZE chain:N|wide:N|dag:N:PICKS|prog:N:FILE ...\n");
         return 2;
     }
     printf("{\"runs\": [");
@@ -135,25 +226,25 @@ int main(int argc, char** argv) {
         char spec[4096], *name = strtok(strncpy(spec, argv[s], sizeof spec - 1), ":");
         char *num = strtok(NULL, ":"), *file = strtok(NULL, "");
         int shape = !strcmp(name, "chain") ? CHAIN : !strcmp(name, "wide") ? WIDE
-                  : !strcmp(name, "dag") ? DAG : -1;
-        long n = num ? atol(num) : 0, L, cap = 100000, k = 0;
+                  : !strcmp(name, "dag") ? DAG : !strcmp(name, "prog") ? PROG : -1;
+        long n = num ? atol(num) : 0, L, slots, cap = 100000, k = 0;
         Instr* code;
         double *val, *grd, *tf = alloc(cap * sizeof(double)), *tb = alloc(cap * sizeof(double));
         double* tt = alloc(cap * sizeof(double));
-        if (shape < 0 || n < 2 || (shape == DAG && file == NULL)) {
+        if (shape < 0 || n < 2 || ((shape == DAG || shape == PROG) && file == NULL)) {
             fprintf(stderr, "tape_pass: bad spec %s\n", argv[s]);
             return 2;
         }
-        n = build(shape, n, file, &code, &val, &L);
-        grd = alloc((L + n) * sizeof(double));
+        n = build(shape, n, file, &code, &val, &L, &slots);
+        grd = alloc(slots * sizeof(double));
         forward(shape, code, val, L, n);        /* page everything in before timing */
-        backward(shape, code, val, grd, L, n);
+        backward(shape, code, val, grd, L, n, slots);
         double start = now_ns();
         while (k < cap && (k < 5 || now_ns() - start < seconds * 1e9)) {
             double t0 = now_ns();
             forward(shape, code, val, L, n);
             double t1 = now_ns();
-            backward(shape, code, val, grd, L, n);
+            backward(shape, code, val, grd, L, n, slots);
             double t2 = now_ns();
             tf[k] = (t1 - t0) / n;
             tb[k] = (t2 - t1) / n;

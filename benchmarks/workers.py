@@ -10,6 +10,7 @@ heap, an import or a garbage collector. Every time is process CPU time, in ns. B
     python benchmarks/workers.py scale cython dag 1000000 --reps 3
     python benchmarks/workers.py memory tape 1000000
     python benchmarks/workers.py c benchmarks/_work/demo_step --seconds 0.5
+    python benchmarks/workers.py program benchmarks/_work/demo.prog
 
 Tasks:
   demo ENGINE          the moons demo step, per phase (micrograd.demo.Demo.timed_steps);
@@ -23,8 +24,10 @@ Tasks:
                        also its Tape's forward and backward (SHAPES below)
   memory ENGINE N      RSS growth per node while building a chain of N nodes; for tape,
                        the growth when that chain is recorded
+  program FILE         write the compiled demo's Tape program for tape_pass.c's prog shape
 """
 import argparse
+import array
 import gc
 import importlib.util
 import json
@@ -153,6 +156,21 @@ def task_c(args):
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     return {"engine": "c", "losses": res["losses"], "steps": res["iters_per_batch"] * res["batches"],
             "ns": {ph: res.get("ns_" + ph, 0.0) for ph in ("forward", "backward", "update", "free", "step")}}
+
+
+def task_program(args):
+    """The demo's Tape as tape_pass.c reads it: int64 leaves, instructions, slots; the
+    leaves' data (float64); the instructions (4 x int32 each), native order."""
+    d = demo_module("cython").Demo("cython")
+    total, _, _ = d.loss()
+    tape = d.Tape(total)
+    code = [f for ins in tape.instructions() for f in ins]
+    slots = max(code[i] for i in range(len(code)) if i % 4) + 1    # fused MULs, the dummy slot
+    with open(args.file, "wb") as f:
+        f.write(array.array("q", [len(tape.leaves), len(code) // 4, slots]).tobytes())
+        f.write(array.array("d", [v.data for v in tape.leaves]).tobytes())
+        f.write(array.array("i", code).tobytes())
+    return {"instructions": len(code) // 4, "tape_nodes": len(tape)}
 
 
 # Graphs for the scale task: each returns (root, what must outlive the root, build ns).
@@ -305,9 +323,10 @@ def main(argv=None):
     m = sub.add_parser("memory")
     m.add_argument("engine", choices=("cython", "tape", "python", "upstream"))
     m.add_argument("n", type=int)
+    sub.add_parser("program").add_argument("file")
     args = p.parse_args(argv)
     task = {"demo": task_demo, "c": task_c, "scale": task_scale, "memory": task_memory,
-            "jit-whole": task_jit_whole}[args.task]
+            "jit-whole": task_jit_whole, "program": task_program}[args.task]
     print(json.dumps({"task": args.task, **task(args)}))
 
 

@@ -113,6 +113,19 @@ def test_eager_floors_table(quick_run):
         assert cells[1] != "–" and cells[2] != "–" and cells[3].endswith("×"), (part, cells)
 
 
+def test_tape_floors_table(quick_run):
+    _, text, _, _ = quick_run
+    rows = {r[0]: r for r in table_rows(text, "### Tape step against its floors")}
+    assert list(rows) == ["forward", "zero_grad + backward", "optimizer step", "step"]
+    has_cc = shutil.which(os.environ.get("CC", "cc")) is not None
+    for part, cells in rows.items():
+        assert cells[1] != "–" and (cells[3] != "–") == has_cc, (part, cells)
+        # the Tape's own loops in C: every part but the optimizer's (which has none)
+        assert (cells[2] != "–" and cells[4].endswith("×")) == (has_cc and part != "optimizer step")
+    if has_cc:
+        assert "34,239 instructions" in text
+
+
 def test_targets_defined_once_printed_and_tabled(quick_run):
     proc, text, _, _ = quick_run
     rows = table_rows(text, "### Targets")
