@@ -78,11 +78,12 @@ cdef bint _custom_rule(object v) except -1:
 cdef inline Py_ssize_t _run_backward(Instr* code, Py_ssize_t k, Py_ssize_t base,
                                      double* val, double* grd, bint far) noexcept:
     """Pass the grad of instruction k's output on to its operands' grads, and go on down
-    while each FMA's acc is the output of the instruction right below it (a neuron's
-    running sum): that acc has no consumer left, so its finished grad is carried in a
-    register, not through a store and a reload (a store-to-load round trip on the
-    chain's critical path, as in forward). Returns the next instruction to run. (C only:
-    the twin runs the same arithmetic one instruction at a time.)"""
+    while each FMA's acc is the output of the instruction right below it and not also one
+    of its factors (a neuron's running sum): every consumer of that acc has then run, so
+    its finished grad is carried in a register, not through a store and a reload (a
+    store-to-load round trip on the chain's critical path, as in forward). Returns the
+    next instruction to run. (C only: the twin runs the same arithmetic one instruction
+    at a time.)"""
     cdef double g = grd[base + k]
     cdef double dx, dy, acc
     cdef Instr c
