@@ -370,10 +370,10 @@ def md_tape_floors(R, m):
             for part, ph, lp in (("forward", "forward", "forward"),
                                  ("zero_grad + backward", "backward", "backward"),
                                  ("optimizer step", "update", None), ("step", "step", "pass"))]
-    return ("The replayed step (its Tape + optim row) part by part. **the Tape's loops in C**: "
+    return ("The replayed step (its Tape + optim row) part by part. **The Tape's loops in C**: "
             "`tape_pass.c` running the demo's own Tape program (" + (f"{prog['n']:,} instructions"
             if prog else "not run: " + R.get("tape_pass_note", "")) + ") with the Tape's forward and "
             "backward loops and no Python: the floor of replaying an instruction per node. "
-            "**hand-written C**: `demo_step.c`, the same step on dense arrays with no graph.\n\n"
+            "**Hand-written C**: `demo_step.c`, the same step on dense arrays with no graph.\n\n"
             + table(["<part", "Tape + optim", "the Tape's loops in C", "hand-written C",
                      "÷ its loops", "÷ hand-written C"], rows))

@@ -2,7 +2,7 @@
 
     python benchmarks/run.py --quick     # minutes (JAX eager is the slowest row);
                                          # writes under benchmarks/_work/ only
-    python benchmarks/run.py             # full run, about half an hour on 2 cores; rewrites the
+    python benchmarks/run.py             # full run, 10-30 minutes on 2 cores; rewrites the
                                          # tracked results (RESULTS.md, README.md and
                                          # docs/porting.md blocks, ratios.png)
     python benchmarks/run.py --from benchmarks/_work/results.json   # re-render, no measuring
