@@ -87,10 +87,12 @@ cdef inline Py_ssize_t _run_backward(Instr* code, Py_ssize_t k, Py_ssize_t base,
     cdef double g = grd[base + k]
     cdef double dx, dy, acc
     cdef Instr c
+    cdef Instr* f
     while True:
         if far:
-            _prefetch(code + (k - PREFETCH if k >= PREFETCH else 0), grd)
-            _prefetch(code + (k - PREFETCH if k >= PREFETCH else 0), val)
+            f = code + (k - PREFETCH if k >= PREFETCH else 0)
+            _prefetch(f, grd)
+            _prefetch(f, val)
         c = code[k]
         if c.op != FMA:
             _partials(c.op, val[c.x], val[c.y], val[base + k], &dx, &dy)
