@@ -15,7 +15,6 @@ and those ratios. Models and inputs come from micrograd.demo, as in the benchmar
 """
 import argparse
 import importlib.util
-import random
 import statistics
 import sys
 import time
@@ -37,8 +36,7 @@ def load(i, folder):
 
 def demo_tape(engine):
     """The demo's loss (seeded model, the moons data) recorded in engine's Tape."""
-    random.seed(1337)
-    X, y = _demo.moons()
+    X, y = _demo.moons()                # seeds the RNGs the model then draws from, as Demo
     model = _demo.nn_module(engine.Value).MLP(2, [16, 16, 1])
     total, _, _ = _demo.notebook_loss(engine.Value, model, X, y)
     return engine.Tape(total)

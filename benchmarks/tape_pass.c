@@ -23,6 +23,7 @@
  * (ns per op node, per instruction for prog; medians over the passes; every pass is a
  * forward then a backward).
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,9 +61,9 @@ static long build(int shape, long n, const char* picks_file, Instr** code_out, d
     double* val;
     *slots_out = L + n;
     if (shape == PROG) {
-        long head[3];                           /* leaves, instructions, slots */
+        int64_t head[3];                        /* leaves, instructions, slots */
         FILE* f = fopen(picks_file, "rb");
-        if (f == NULL || fread(head, sizeof(long), 3, f) != 3 || head[1] != n) {
+        if (f == NULL || fread(head, sizeof(int64_t), 3, f) != 3 || head[1] != n) {
             fprintf(stderr, "tape_pass: cannot read a program of %ld instructions from %s\n", n,
                     picks_file);
             exit(2);
