@@ -17,6 +17,12 @@
  *                  sum carried in a register both ways. Not a floor of the graph but of
  *                  the design: what a Tape replay would cost with no Python around it
  *                  (ADD, MUL, RELU and FMA only: the ops of the demo's program)
+ *   runs:N:FILE    the same program reordered by benchmarks/by_sample.py (written by
+ *                  `workers.py program --runs`: the prog header, then the repetition's
+ *                  start, reps and period): each instruction of the per-sample stretch runs
+ *                  for every sample in one strided loop, a weight's grad summed in a
+ *                  register. The floor of a replay batched by sample; checked bit for bit
+ *                  against the prog loops on the same program before it is timed
  *
  * usage: tape_pass SECONDS_PER_SIZE SPEC...; prints one JSON line
  *   {"runs": [{"shape": ..., "n": N, "forward": ns, "backward": ns, "pass": ns}, ...]}
@@ -30,7 +36,7 @@
 #include <time.h>
 
 typedef struct { int op, x, y, z; } Instr;     /* the Tape's instruction (_engine.pxd) */
-enum { CHAIN, WIDE, DAG, PROG };
+enum { CHAIN, WIDE, DAG, PROG, RUNS };
 enum { ADD = 1, MUL = 2, RELU = 5, FMA = 11 };  /* op codes (_engine.pxd) */
 
 static double now_ns(void) {
@@ -53,6 +59,9 @@ static void* alloc(size_t n) {
     return p;
 }
 
+static long runs_start, reps, period;    /* the runs shape's repetition (see plan_runs) */
+static void plan_runs(const Instr* code);
+
 /* The program of one graph: leaves' values in val[0, L), instructions code[0, n). */
 static long build(int shape, long n, const char* picks_file, Instr** code_out, double** val_out,
                   long* leaves_out, long* slots_out) {
@@ -60,10 +69,12 @@ static long build(int shape, long n, const char* picks_file, Instr** code_out, d
     Instr* code;
     double* val;
     *slots_out = L + n;
-    if (shape == PROG) {
-        int64_t head[3];                        /* leaves, instructions, slots */
+    if (shape == PROG || shape == RUNS) {
+        int64_t head[6];                        /* leaves, instructions, slots (runs: start,
+                                                   reps, period) */
+        int nh = shape == RUNS ? 6 : 3;
         FILE* f = fopen(picks_file, "rb");
-        if (f == NULL || fread(head, sizeof(int64_t), 3, f) != 3 || head[1] != n) {
+        if (f == NULL || (int)fread(head, sizeof(int64_t), nh, f) != nh || head[1] != n) {
             fprintf(stderr, "tape_pass: cannot read a program of %ld instructions from %s\n", n,
                     picks_file);
             exit(2);
@@ -82,6 +93,14 @@ static long build(int shape, long n, const char* picks_file, Instr** code_out, d
                 fprintf(stderr, "tape_pass: op %d is not one this floor runs\n", code[k].op);
                 exit(2);
             }
+        if (shape == RUNS) {
+            runs_start = head[3], reps = head[4], period = head[5];
+            if (runs_start < 0 || reps < 3 || period < 1 || runs_start + reps * period > n) {
+                fprintf(stderr, "tape_pass: bad repetition in %s\n", picks_file);
+                exit(2);
+            }
+            plan_runs(code);
+        }
         *code_out = code;
         *val_out = val;
         *leaves_out = L;
@@ -124,10 +143,10 @@ static long build(int shape, long n, const char* picks_file, Instr** code_out, d
     return n;
 }
 
-/* Tape.forward's loop (core/tape.pxi) for the ops of prog. */
-static void prog_forward(const Instr* code, double* val, long L, long n) {
-    double out = L ? val[L - 1] : 0.0, a;
-    for (long k = 0; k < n; k++) {
+/* Tape.forward's loop (core/tape.pxi) for the ops of prog, instructions [from, to). */
+static void prog_forward(const Instr* code, double* val, long L, long from, long to) {
+    double out = L + from ? val[L + from - 1] : 0.0, a;
+    for (long k = from; k < to; k++) {
         Instr c = code[k];
         a = c.x == L + k - 1 ? out : val[c.x];
         if (c.op >= FMA)
@@ -142,11 +161,11 @@ static void prog_forward(const Instr* code, double* val, long L, long n) {
     }
 }
 
-/* Tape.backward's loop (_run_backward in core/tape.pxi) for the ops of prog. */
-static void prog_backward(const Instr* code, const double* val, double* grd, long L, long n, long slots) {
-    memset(grd, 0, slots * sizeof(double));
-    grd[L + n - 1] = 1.0;
-    for (long k = n - 1; k >= 0;) {
+/* Tape.backward's loop (_run_backward in core/tape.pxi) for the ops of prog, instructions
+   [from, to) from the last down. */
+static void prog_backward(const Instr* code, const double* val, double* grd, long L, long from,
+                          long to) {
+    for (long k = to - 1; k >= from;) {
         double g = grd[L + k], dx, dy, acc;
         for (;;) {
             Instr c = code[k];
@@ -163,17 +182,119 @@ static void prog_backward(const Instr* code, const double* val, double* grd, lon
             grd[c.y] += val[c.z] * g;
             grd[c.z] += val[c.y] * g;
             k--;
-            if (k < 0 || c.x != L + k || c.y == c.x || c.z == c.x)
+            if (k < from || c.x != L + k || c.y == c.x || c.z == c.x)
                 break;
             g = acc;
         }
     }
 }
 
+/* The runs shape: instructions runs_start + j*reps + r (r < reps) form run j, one instruction of
+   the per-sample stretch for every sample; each run's slots move by a fixed stride from r = 1
+   on (r = 0 may read what came before the stretch: it runs through the prog loops). */
+typedef struct { int op; long k, x, dx, y, dy, z, dz; } Run;
+static Run* runs;
+
+static void plan_runs(const Instr* code) {
+    runs = alloc(period * sizeof(Run));
+    for (long j = 0; j < period; j++) {
+        long k = runs_start + j * reps;
+        Instr a = code[k + 1], b = code[k + 2];
+        Run u = {a.op, k, 0, b.x - a.x, 0, b.y - a.y, 0, b.z - a.z};
+        u.x = a.x - u.dx, u.y = a.y - u.dy, u.z = a.z - u.dz;   /* where r = 0 would read */
+        for (long r = 1; r < reps; r++) {
+            Instr c = code[k + r];
+            if (c.op != u.op || c.x != u.x + r * u.dx || c.y != u.y + r * u.dy || c.z != u.z + r * u.dz) {
+                fprintf(stderr, "tape_pass: run %ld does not move by a fixed stride\n", j);
+                exit(2);
+            }
+        }
+        runs[j] = u;
+    }
+}
+
+/* Run u, r = 1..reps-1: a weight (a factor that is the same slot for every r) is loaded once. */
+static void run_forward(const Run* u, double* val, long L) {
+    double* o = val + L + u->k;
+    const double *x = val + u->x, *y = val + u->y, *z = val + u->z;
+    long dx = u->dx, dy = u->dy, dz = u->dz;
+    if (u->op == FMA && dy == 0) {
+        double w = *y;
+        for (long r = 1; r < reps; r++) o[r] = x[r * dx] + w * z[r * dz];
+    } else if (u->op == FMA)
+        for (long r = 1; r < reps; r++) o[r] = x[r * dx] + y[r * dy] * z[r * dz];
+    else if (u->op == ADD)
+        for (long r = 1; r < reps; r++) o[r] = x[r * dx] + y[r * dy];
+    else if (u->op == MUL)
+        for (long r = 1; r < reps; r++) o[r] = x[r * dx] * y[r * dy];
+    else
+        for (long r = 1; r < reps; r++) o[r] = x[r * dx] < 0.0 ? 0.0 : x[r * dx];
+}
+
+/* Run u, r = reps-1..1, the same arithmetic in the same order as prog_backward: a weight's
+   grad is summed in a register (when neither other operand is the same slot). */
+static void run_backward(const Run* u, const double* val, double* grd, long L) {
+    const double* g = grd + L + u->k;
+    const double* o = val + L + u->k;
+    const double *x = val + u->x, *y = val + u->y, *z = val + u->z;
+    double *gx = grd + u->x, *gy = grd + u->y, *gz = grd + u->z;
+    long dx = u->dx, dy = u->dy, dz = u->dz;
+    if (u->op == FMA && dy == 0 && dx && dz) {
+        double w = *y, gw = *gy;
+        for (long r = reps - 1; r >= 1; r--) {
+            gx[r * dx] += g[r];
+            gw += z[r * dz] * g[r];
+            gz[r * dz] += w * g[r];
+        }
+        *gy = gw;
+    } else if (u->op == FMA)
+        for (long r = reps - 1; r >= 1; r--) {
+            gx[r * dx] += g[r];
+            gy[r * dy] += z[r * dz] * g[r];
+            gz[r * dz] += y[r * dy] * g[r];
+        }
+    else if (u->op == ADD)
+        for (long r = reps - 1; r >= 1; r--) {
+            gx[r * dx] += g[r];
+            gy[r * dy] += g[r];
+        }
+    else if (u->op == MUL)
+        for (long r = reps - 1; r >= 1; r--) {
+            double a = x[r * dx], b = y[r * dy];
+            gx[r * dx] += b * g[r];
+            gy[r * dy] += a * g[r];
+        }
+    else
+        for (long r = reps - 1; r >= 1; r--) {
+            gx[r * dx] += (o[r] > 0.0) * g[r];
+            gy[r * dy] += 0.0 * g[r];
+        }
+}
+
+static void runs_forward(const Instr* code, double* val, long L, long n) {
+    prog_forward(code, val, L, 0, runs_start);
+    for (long j = 0; j < period; j++) {
+        prog_forward(code, val, L, runs[j].k, runs[j].k + 1);
+        run_forward(&runs[j], val, L);
+    }
+    prog_forward(code, val, L, runs_start + reps * period, n);
+}
+
+static void runs_backward(const Instr* code, const double* val, double* grd, long L, long n) {
+    prog_backward(code, val, grd, L, runs_start + reps * period, n);
+    for (long j = period - 1; j >= 0; j--) {
+        run_backward(&runs[j], val, grd, L);
+        prog_backward(code, val, grd, L, runs[j].k, runs[j].k + 1);
+    }
+    prog_backward(code, val, grd, L, 0, runs_start);
+}
+
 static void forward(int shape, const Instr* code, double* val, long L, long n) {
     double* out = val + L;
     if (shape == PROG)
-        prog_forward(code, val, L, n);
+        prog_forward(code, val, L, 0, n);
+    else if (shape == RUNS)
+        runs_forward(code, val, L, n);
     else if (shape == CHAIN)
         for (long k = 0; k < n; k++) out[k] = val[code[k].x] * val[code[k].y];
     else if (shape == WIDE)
@@ -187,13 +308,13 @@ static void forward(int shape, const Instr* code, double* val, long L, long n) {
 
 static void backward(int shape, const Instr* code, const double* val, double* grd, long L, long n,
                      long slots) {
-    if (shape == PROG) {
-        prog_backward(code, val, grd, L, n, slots);
-        return;
-    }
-    memset(grd, 0, (L + n) * sizeof(double));  /* grads restart from 0 (leaves' included) */
+    memset(grd, 0, slots * sizeof(double));     /* grads restart from 0 (leaves' included) */
     grd[L + n - 1] = 1.0;
-    if (shape == CHAIN)
+    if (shape == PROG)
+        prog_backward(code, val, grd, L, 0, n);
+    else if (shape == RUNS)
+        runs_backward(code, val, grd, L, n);
+    else if (shape == CHAIN)
         for (long k = n - 1; k >= 0; k--) {
             double g = grd[L + k];
             grd[code[k].x] += val[code[k].y] * g;
@@ -216,10 +337,28 @@ static void backward(int shape, const Instr* code, const double* val, double* gr
         }
 }
 
+/* Exit unless the runs give the prog loops' values and grads on the same program, bit for bit. */
+static void check_runs(const Instr* code, double* val, double* grd, long L, long n, long slots) {
+    double* v = alloc(slots * sizeof(double));
+    double* g = alloc(slots * sizeof(double));
+    forward(PROG, code, val, L, n);
+    backward(PROG, code, val, grd, L, n, slots);
+    memcpy(v, val, slots * sizeof(double));
+    memcpy(g, grd, slots * sizeof(double));
+    forward(RUNS, code, val, L, n);
+    backward(RUNS, code, val, grd, L, n, slots);
+    if (memcmp(v, val, slots * sizeof(double)) || memcmp(g, grd, slots * sizeof(double))) {
+        fprintf(stderr, "tape_pass: the runs differ from the prog loops\n");
+        exit(2);
+    }
+    free(v);
+    free(g);
+}
+
 int main(int argc, char** argv) {
     double seconds = argc > 1 ? atof(argv[1]) : 0.3, sink = 0.0;
     if (argc < 3) {
-        fprintf(stderr, "usage: tape_pass SECONDS_PER_SIZE chain:N|wide:N|dag:N:PICKS|prog:N:FILE ...\n");
+        fprintf(stderr, "usage: tape_pass SECONDS_PER_SIZE chain:N|wide:N|dag:N:PICKS|prog:N:FILE|runs:N:FILE ...\n");
         return 2;
     }
     printf("{\"runs\": [");
@@ -227,17 +366,19 @@ int main(int argc, char** argv) {
         char spec[4096], *name = strtok(strncpy(spec, argv[s], sizeof spec - 1), ":");
         char *num = strtok(NULL, ":"), *file = strtok(NULL, "");
         int shape = !strcmp(name, "chain") ? CHAIN : !strcmp(name, "wide") ? WIDE
-                  : !strcmp(name, "dag") ? DAG : !strcmp(name, "prog") ? PROG : -1;
+                  : !strcmp(name, "dag") ? DAG : !strcmp(name, "prog") ? PROG : !strcmp(name, "runs") ? RUNS : -1;
         long n = num ? atol(num) : 0, L, slots, cap = 100000, k = 0;
         Instr* code;
         double *val, *grd, *tf = alloc(cap * sizeof(double)), *tb = alloc(cap * sizeof(double));
         double* tt = alloc(cap * sizeof(double));
-        if (shape < 0 || n < 2 || ((shape == DAG || shape == PROG) && file == NULL)) {
+        if (shape < 0 || n < 2 || (shape >= DAG && file == NULL)) {
             fprintf(stderr, "tape_pass: bad spec %s\n", argv[s]);
             return 2;
         }
         n = build(shape, n, file, &code, &val, &L, &slots);
         grd = alloc(slots * sizeof(double));
+        if (shape == RUNS)                      /* the runs compute what the prog loops do */
+            check_runs(code, val, grd, L, n, slots);
         forward(shape, code, val, L, n);        /* page everything in before timing */
         backward(shape, code, val, grd, L, n, slots);
         double start = now_ns();

@@ -10,7 +10,7 @@ heap, an import or a garbage collector. Every time is process CPU time, in ns. B
     python benchmarks/workers.py scale cython dag 1000000 --reps 3
     python benchmarks/workers.py memory tape 1000000
     python benchmarks/workers.py c benchmarks/_work/demo_step --seconds 0.5
-    python benchmarks/workers.py program benchmarks/_work/demo.prog
+    python benchmarks/workers.py program benchmarks/_work/demo.prog --runs benchmarks/_work/demo.runs
 
 Tasks:
   demo ENGINE          the moons demo step, per phase (micrograd.demo.Demo.timed_steps);
@@ -25,6 +25,7 @@ Tasks:
   memory ENGINE N      RSS growth per node while building a chain of N nodes; for tape,
                        the growth when that chain is recorded
   program FILE         write the compiled demo's Tape program for tape_pass.c's prog shape
+                       (--runs FILE2: and reordered sample by sample for its runs shape)
 """
 import argparse
 import array
@@ -42,6 +43,7 @@ from pathlib import Path
 
 import psutil
 
+import by_sample
 import peers
 import upstream
 
@@ -160,17 +162,20 @@ def task_c(args):
 
 def task_program(args):
     """The demo's Tape as tape_pass.c reads it: int64 leaves, instructions, slots; the
-    leaves' data (float64); the instructions (4 x int32 each), native order."""
+    leaves' data (float64); the instructions (4 x int32 each), native order. With --runs,
+    also the same program reordered to run sample by sample (by_sample.py)."""
     d = demo_module("cython").Demo("cython")
     total, _, _ = d.loss()
     tape = d.Tape(total)
-    code = [f for ins in tape.instructions() for f in ins]
-    slots = max(code[i] for i in range(len(code)) if i % 4) + 1    # fused MULs, the dummy slot
+    code = tape.instructions()
+    slots = max(max(ins[1:]) for ins in code) + 1       # fused MULs, the dummy slot
+    values = [v.data for v in tape.leaves]
     with open(args.file, "wb") as f:
-        f.write(array.array("q", [len(tape.leaves), len(code) // 4, slots]).tobytes())
-        f.write(array.array("d", [v.data for v in tape.leaves]).tobytes())
-        f.write(array.array("i", code).tobytes())
-    return {"instructions": len(code) // 4, "tape_nodes": len(tape)}
+        f.write(array.array("q", [len(values), len(code), slots]).tobytes())
+        f.write(array.array("d", values).tobytes())
+        f.write(array.array("i", [v for ins in code for v in ins]).tobytes())
+    runs = by_sample.write(args.runs, code, len(values), values, slots) if args.runs else None
+    return {"instructions": len(code), "tape_nodes": len(tape), "runs": runs}
 
 
 # Graphs for the scale task: each returns (root, what must outlive the root, build ns).
@@ -323,7 +328,9 @@ def main(argv=None):
     m = sub.add_parser("memory")
     m.add_argument("engine", choices=("cython", "tape", "python", "upstream"))
     m.add_argument("n", type=int)
-    sub.add_parser("program").add_argument("file")
+    g = sub.add_parser("program")
+    g.add_argument("file")
+    g.add_argument("--runs", help="also write the program reordered sample by sample here")
     args = p.parse_args(argv)
     task = {"demo": task_demo, "c": task_c, "scale": task_scale, "memory": task_memory,
             "jit-whole": task_jit_whole, "program": task_program}[args.task]
