@@ -359,21 +359,30 @@ def md_floors(R, m, paired_ratio):
 
 
 def md_tape_floors(R, m):
-    """The Tape + optim step part by part against the same loops in bare C and against
-    the hand-written C step."""
-    t, c, prog = m.get("tape-optim"), m.get("c"), R.get("tape_prog")
+    """The Tape + optim step part by part against the same loops in bare C, against the
+    program batched by sample in bare C (the next design's floor), and against the
+    hand-written C step."""
+    t, c, runs = m.get("tape-optim"), m.get("c"), R.get("tape_prog") or {}
     if not t or not c:
         return "Not measured (needs the Tape + optim and the hand-written C rows).\n"
-    loops = {ph: prog[ph] * prog["n"] for ph in ("forward", "backward", "pass")} if prog else {}
-    rows = [[part, fmt_ns(t[ph]), fmt_ns(loops[lp]) if lp in loops else "–", fmt_ns(c[ph]),
-             fmt_x(t[ph] / loops[lp]) if lp in loops else "–", fmt_x(t[ph] / c[ph])]
-            for part, ph, lp in (("forward", "forward", "forward"),
-                                 ("zero_grad + backward", "backward", "backward"),
-                                 ("optimizer step", "update", None), ("step", "step", "pass"))]
+    loops, batched = ({ph: r[ph] * r["n"] for ph in ("forward", "backward", "pass")} if r else {}
+                      for r in (runs.get("prog"), runs.get("runs")))
+    rows = []
+    for part, ph, lp in (("forward", "forward", "forward"), ("zero_grad + backward", "backward", "backward"),
+                         ("optimizer step", "update", None), ("step", "step", "pass")):
+        own, by_sample = loops.get(lp), batched.get(lp)
+        rows.append([part, fmt_ns(t[ph]), fmt_ns(own) if own else "–", fmt_ns(by_sample) if by_sample else "–",
+                     fmt_ns(c[ph]), fmt_x(t[ph] / own) if own else "–",
+                     fmt_x(by_sample / c[ph]) if by_sample else "–", fmt_x(t[ph] / c[ph])])
+    prog = runs.get("prog")
     return ("The replayed step (its Tape + optim row) part by part. **The Tape's loops in C**: "
             "`tape_pass.c` running the demo's own Tape program (" + (f"{prog['n']:,} instructions"
             if prog else "not run: " + R.get("tape_pass_note", "")) + ") with the Tape's forward and "
             "backward loops and no Python: the floor of replaying an instruction per node. "
+            "**By sample in C**: the same program reordered by `by_sample.py` so that each "
+            "instruction of the per-sample stretch runs for every sample in one loop (the reorder "
+            "keeps the order of every sum, and the loops' results are checked bit for bit against "
+            "the Tape's loops): the floor of a replay batched by sample. "
             "**Hand-written C**: `demo_step.c`, the same step on dense arrays with no graph.\n\n"
-            + table(["<part", "Tape + optim", "the Tape's loops in C", "hand-written C",
-                     "÷ its loops", "÷ hand-written C"], rows))
+            + table(["<part", "Tape + optim", "the Tape's loops in C", "by sample in C", "hand-written C",
+                     "Tape ÷ its loops", "by sample ÷ hand-written", "Tape ÷ hand-written"], rows))

@@ -199,14 +199,15 @@ def measure(cfg, quick):
 def c_tape_pass(cfg, quick):
     """tape_pass.c (the Tape's floor: the same graphs as the scale task's chain, wide and
     dag, in the Tape's layout, no dispatch) at the compiled engine's sizes, and the Tape's
-    loops on the demo's own program; ({"shape n": ns per op node of forward+backward},
-    the program's run or None, note)."""
+    loops on the demo's own program, as recorded (prog) and batched by sample (runs);
+    ({"shape n": ns per op node of forward+backward}, {"prog"/"runs": its run}, note)."""
     binary, note = build_c("tape_pass")
     if binary is None:
         return {}, None, note
-    prog = WORK / "demo.prog"
+    prog, batched = WORK / "demo.prog", WORK / "demo.runs"
     try:
-        specs = [f"prog:{worker('program', prog)['instructions']}:{prog}"]
+        n = worker("program", prog, "--runs", batched)["instructions"]
+        specs = [f"prog:{n}:{prog}", f"runs:{n}:{batched}"]
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
         specs, note = [], f"{note}; the demo's program was not written: {exc}"
     for e, shape, sizes in cfg["scale"]:
@@ -218,13 +219,13 @@ def c_tape_pass(cfg, quick):
                 spec += f":{picks}"
             specs.append(spec)
     proc = subprocess.run([str(binary), "0.1" if quick else "0.5", *specs], capture_output=True, text=True)
-    for f in [*WORK.glob("dag_picks_*.bin"), prog]:
+    for f in [*WORK.glob("dag_picks_*.bin"), prog, batched]:
         f.unlink(missing_ok=True)
     if proc.returncode:
         return {}, None, f"tape_pass failed: {proc.stderr.strip()[:200]}"
     runs = json.loads(proc.stdout)["runs"]
-    return ({f"{r['shape']} {r['n']}": r["pass"] for r in runs if r["shape"] != "prog"},
-            next((r for r in runs if r["shape"] == "prog"), None), note)
+    return ({f"{r['shape']} {r['n']}": r["pass"] for r in runs if r["shape"] not in ("prog", "runs")},
+            {r["shape"]: r for r in runs if r["shape"] in ("prog", "runs")}, note)
 
 
 def machine():
