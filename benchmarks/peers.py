@@ -358,26 +358,29 @@ def md_floors(R, m, paired_ratio):
             + table(["<part", "compiled eager", "floor", "÷ floor", "<floor"], rows))
 
 
-def md_tape_floors(R, m):
+def md_tape_floors(R, m, paired_ratio):
     """The Tape + optim step part by part against the same loops in bare C, against the
     program batched by sample in bare C (the next design's floor), and against the
-    hand-written C step."""
-    t, c, runs = m.get("tape-optim"), m.get("c"), R.get("tape_prog") or {}
+    hand-written C step; every ratio a median of per-round ratios (all of them are timed in
+    the demo rounds)."""
+    t, c = m.get("tape-optim"), m.get("c")
     if not t or not c:
         return "Not measured (needs the Tape + optim and the hand-written C rows).\n"
-    loops, batched = ({ph: r[ph] * r["n"] for ph in ("forward", "backward", "pass")} if r else {}
-                      for r in (runs.get("prog"), runs.get("runs")))
+    own, batched = m.get("tape-loops"), m.get("by-sample")
     rows = []
-    for part, ph, lp in (("forward", "forward", "forward"), ("zero_grad + backward", "backward", "backward"),
-                         ("optimizer step", "update", None), ("step", "step", "pass")):
-        own, by_sample = loops.get(lp), batched.get(lp)
-        rows.append([part, fmt_ns(t[ph]), fmt_ns(own) if own else "–", fmt_ns(by_sample) if by_sample else "–",
-                     fmt_ns(c[ph]), fmt_x(t[ph] / own) if own else "–",
-                     fmt_x(by_sample / c[ph]) if by_sample else "–", fmt_x(t[ph] / c[ph])])
-    prog = runs.get("prog")
-    return ("The replayed step (its Tape + optim row) part by part. **The Tape's loops in C**: "
-            "`tape_pass.c` running the demo's own Tape program (" + (f"{prog['n']:,} instructions"
-            if prog else "not run: " + R.get("tape_pass_note", "")) + ") with the Tape's forward and "
+    for part, ph in (("forward", "forward"), ("zero_grad + backward", "backward"),
+                     ("optimizer step", "update"), ("step", "step")):
+        loops = ph != "update"          # the program has no optimizer step
+        rows.append([part, fmt_ns(t[ph]), fmt_ns(own[ph]) if own and loops else "–",
+                     fmt_ns(batched[ph]) if batched and loops else "–", fmt_ns(c[ph]),
+                     fmt_x(paired_ratio(R, "tape-optim", "tape-loops", ph)) if own and loops else "–",
+                     fmt_x(paired_ratio(R, "by-sample", "c", ph)) if batched and loops else "–",
+                     fmt_x(paired_ratio(R, "tape-optim", "c", ph))])
+    n = next((r["instructions"] for r in R["demo"].get("tape-loops", []) if r), None)
+    return ("The replayed step (its Tape + optim row) part by part; every column is timed in the "
+            "demo rounds, and every ratio is a median of per-round ratios. **The Tape's loops in C**: "
+            "`tape_pass.c` running the demo's own Tape program (" + (f"{n:,} instructions" if n
+            else "not run: " + R.get("loops_note", "")) + ") with the Tape's forward and "
             "backward loops and no Python: the floor of replaying an instruction per node. "
             "**By sample in C**: the same program reordered by `by_sample.py` so that each "
             "instruction of the per-sample stretch runs for every sample in one loop (the reorder "

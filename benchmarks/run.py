@@ -42,7 +42,8 @@ LABELS = {"cython": "micrograd-compiled (Cython)", "tape": "micrograd-compiled, 
           "floats": "nn.py's forward on plain floats (no autodiff)",
           "python": "micrograd-compiled, pure-Python twin", "upstream": "upstream micrograd 0.1.0",
           "upstream-nogc": "upstream 0.1.0, gc.disable()", "torch": "PyTorch, 0-d float64 tensors",
-          "c": "hand-written C (no autodiff)"}
+          "c": "hand-written C (no autodiff)", "tape-loops": "the Tape's loops in C (tape_pass.c)",
+          "by-sample": "the Tape's program batched by sample, in C (tape_pass.c)"}
 PHASES = ("forward", "backward", "update", "free", "step")
 E3, E4, E5, E6, E7 = (10**k for k in range(3, 8))
 FULL = dict(rounds=5, steps={"cython": 10, "tape": 50, "tape-optim": 50, "python": 5, "upstream": 3,
@@ -124,15 +125,18 @@ def measure(cfg, quick):
     if c_step is None:
         skipped["c"] = c_note
     skipped.update(peers.absent())
+    loops, loops_note = program_loops(cfg)
 
     log("demo step")
-    engines = [e for e in ENGINES if e not in skipped]
+    engines = [e for e in ENGINES if e not in skipped] + list(loops)
     demo, errors = alternate(
         engines, cfg["rounds"],
-        lambda e: ["c", c_step, "--seconds", cfg["c_seconds"]] if e == "c"
+        lambda e: loops[e] if e in loops else ["c", c_step, "--seconds", cfg["c_seconds"]] if e == "c"
         else ["demo", e, "--steps", cfg["steps"][e]],
         lambda e, res: f"{e:14s} step {fmt_ns(res['ns']['step'])}",
         lambda e: cfg["peer_rounds"] if e in peers.SLOW else None)
+    for f in WORK.glob("demo.prog*"):
+        f.unlink()
     for e, err in errors.items():
         if any(demo[e]):
             notes.append(f"{LABELS[e]}: a round failed ({err[:160]}); medians use the others")
@@ -164,7 +168,7 @@ def measure(cfg, quick):
         res = json.loads(subprocess.run([str(bare), "0.1" if quick else "0.5", *map(str, sizes)],
                                         capture_output=True, text=True, check=True).stdout)
         node_pass = {str(n): ns for n, ns in zip(res["sizes"], res["ns_per_node"])}
-    tape_pass, tape_prog, tape_pass_note = c_tape_pass(cfg, quick)
+    tape_pass, tape_pass_note = c_tape_pass(cfg, quick)
 
     log("memory")
     memory = {}
@@ -191,25 +195,35 @@ def measure(cfg, quick):
         "demo": demo, "jit_whole": jit_whole, "skipped": skipped, "notes": notes, "scale": scale,
         "scale_errors": {" ".join(map(str, j)): err for j, err in scale_errors.items()},
         "node_pass": node_pass, "node_pass_note": pass_note, "tape_pass": tape_pass,
-        "tape_prog": tape_prog, "tape_pass_note": tape_pass_note, "memory": memory,
+        "tape_pass_note": tape_pass_note, "loops_note": loops_note, "memory": memory,
         "elapsed": time.monotonic() - t_start,
     }
 
 
-def c_tape_pass(cfg, quick):
-    """tape_pass.c (the Tape's floor: the same graphs as the scale task's chain, wide and
-    dag, in the Tape's layout, no dispatch) at the compiled engine's sizes, and the Tape's
-    loops on the demo's own program, as recorded (prog) and batched by sample (runs);
-    ({"shape n": ns per op node of forward+backward}, {"prog"/"runs": its run}, note)."""
+def program_loops(cfg):
+    """The demo's own Tape program in tape_pass.c, as recorded (the Tape's loops) and batched
+    by sample (by_sample.py), timed in the demo rounds beside the engines so that the floors
+    table's ratios are per round: ({job: worker args}, note)."""
     binary, note = build_c("tape_pass")
     if binary is None:
-        return {}, None, note
-    prog, batched = WORK / "demo.prog", WORK / "demo.runs"
+        return {}, note
+    prog, batched = WORK / "demo.prog", WORK / "demo.prog.runs"
     try:
         n = worker("program", prog, "--runs", batched)["instructions"]
-        specs = [f"prog:{n}:{prog}", f"runs:{n}:{batched}"]
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
-        specs, note = [], f"{note}; the demo's program was not written: {exc}"
+        return {}, f"{note}; the demo's program was not written: {exc}"
+    return {job: ["loops", binary, f"{shape}:{n}:{path}", "--seconds", cfg["c_seconds"]]
+            for job, shape, path in (("tape-loops", "prog", prog), ("by-sample", "runs", batched))}, note
+
+
+def c_tape_pass(cfg, quick):
+    """tape_pass.c (the Tape's floor: the same graphs as the scale task's chain, wide and
+    dag, in the Tape's layout, no dispatch) at the compiled engine's sizes;
+    ({"shape n": ns per op node of forward+backward}, note)."""
+    binary, note = build_c("tape_pass")
+    if binary is None:
+        return {}, note
+    specs = []
     for e, shape, sizes in cfg["scale"]:
         for n in sizes if e == "cython" and shape in ("chain", "wide", "dag") else ():
             spec = f"{shape}:{n}"
@@ -219,13 +233,11 @@ def c_tape_pass(cfg, quick):
                 spec += f":{picks}"
             specs.append(spec)
     proc = subprocess.run([str(binary), "0.1" if quick else "0.5", *specs], capture_output=True, text=True)
-    for f in [*WORK.glob("dag_picks_*.bin"), prog, batched]:
+    for f in WORK.glob("dag_picks_*.bin"):
         f.unlink(missing_ok=True)
     if proc.returncode:
-        return {}, None, f"tape_pass failed: {proc.stderr.strip()[:200]}"
-    runs = json.loads(proc.stdout)["runs"]
-    return ({f"{r['shape']} {r['n']}": r["pass"] for r in runs if r["shape"] not in ("prog", "runs")},
-            {r["shape"]: r for r in runs if r["shape"] in ("prog", "runs")}, note)
+        return {}, f"tape_pass failed: {proc.stderr.strip()[:200]}"
+    return {f"{r['shape']} {r['n']}": r["pass"] for r in json.loads(proc.stdout)["runs"]}, note
 
 
 def machine():
@@ -470,7 +482,7 @@ def md_tape(R):
 def md_results(R):
     parts = [("Targets", md_targets), ("Moons demo step", md_demo),
              ("Eager step against its floors", lambda R: peers.md_floors(R, medians(R), paired_ratio)),
-             ("Tape step against its floors", lambda R: peers.md_tape_floors(R, medians(R))),
+             ("Tape step against its floors", lambda R: peers.md_tape_floors(R, medians(R), paired_ratio)),
              ("Scaling: ns per node", md_scale),
              ("Memory: bytes per node", md_memory), ("Tape replay: ns per node", md_tape)]
     return ("## Results\n\n" + md_head(R) + "\n" + "".join(f"\n### {h}\n\n{f(R)}" for h, f in parts)

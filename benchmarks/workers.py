@@ -10,7 +10,8 @@ heap, an import or a garbage collector. Every time is process CPU time, in ns. B
     python benchmarks/workers.py scale cython dag 1000000 --reps 3
     python benchmarks/workers.py memory tape 1000000
     python benchmarks/workers.py c benchmarks/_work/demo_step --seconds 0.5
-    python benchmarks/workers.py program benchmarks/_work/demo.prog --runs benchmarks/_work/demo.runs
+    python benchmarks/workers.py program benchmarks/_work/demo.prog --runs benchmarks/_work/demo.prog.runs
+    python benchmarks/workers.py loops benchmarks/_work/tape_pass runs:34239:benchmarks/_work/demo.prog.runs
 
 Tasks:
   demo ENGINE          the moons demo step, per phase (micrograd.demo.Demo.timed_steps);
@@ -26,6 +27,7 @@ Tasks:
                        the growth when that chain is recorded
   program FILE         write the compiled demo's Tape program for tape_pass.c's prog shape
                        (--runs FILE2: and reordered sample by sample for its runs shape)
+  loops BINARY SPEC    tape_pass.c on such a program (SPEC prog:N:FILE or runs:N:FILE), per step
 """
 import argparse
 import array
@@ -158,6 +160,17 @@ def task_c(args):
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     return {"engine": "c", "losses": res["losses"], "steps": res["iters_per_batch"] * res["batches"],
             "ns": {ph: res.get("ns_" + ph, 0.0) for ph in ("forward", "backward", "update", "free", "step")}}
+
+
+def task_loops(args):
+    """tape_pass.c on one program shape (prog or runs), as a demo-step row: ns per step."""
+    proc = subprocess.run([args.binary, str(args.seconds), args.spec], capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"tape_pass exited {proc.returncode}: {proc.stderr.strip()[:200]}")
+    (run,) = json.loads(proc.stdout)["runs"]
+    ns = {ph: run[key] * run["n"] for ph, key in (("forward", "forward"), ("backward", "backward"),
+                                                   ("step", "pass"))}
+    return {"engine": run["shape"], "instructions": run["n"], "ns": {**ns, "update": 0.0, "free": 0.0}}
 
 
 def task_program(args):
@@ -328,12 +341,16 @@ def main(argv=None):
     m = sub.add_parser("memory")
     m.add_argument("engine", choices=("cython", "tape", "python", "upstream"))
     m.add_argument("n", type=int)
+    lo = sub.add_parser("loops")
+    lo.add_argument("binary")
+    lo.add_argument("spec", help="tape_pass.c's prog:N:FILE or runs:N:FILE")
+    lo.add_argument("--seconds", type=float, default=0.5)
     g = sub.add_parser("program")
     g.add_argument("file")
     g.add_argument("--runs", help="also write the program reordered sample by sample here")
     args = p.parse_args(argv)
     task = {"demo": task_demo, "c": task_c, "scale": task_scale, "memory": task_memory,
-            "jit-whole": task_jit_whole, "program": task_program}[args.task]
+            "jit-whole": task_jit_whole, "program": task_program, "loops": task_loops}[args.task]
     print(json.dumps({"task": args.task, **task(args)}))
 
 
