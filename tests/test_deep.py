@@ -320,3 +320,19 @@ def test_node_slots_reused_in_any_order_keep_every_survivor_intact_compiled():
             assert v._op == "+" and len(v._prev) == 2
         else:
             assert (v.data, v.grad, v._prev) == (float(i), -float(i), set())
+
+
+def test_freed_slots_are_reused_lowest_address_first_compiled():
+    """A graph built on the slots of one freed in any order lies in memory in creation
+    order, as on fresh slots: the walks over it then run through memory in order."""
+    import random
+    V = _engine.Value
+    nodes = [V(float(i)) for i in range(20_000)]
+    order = list(range(len(nodes)))
+    random.Random(1).shuffle(order)
+    for i in order:
+        nodes[i] = None
+    fresh = [V(float(i)) for i in range(20_000)]
+    ids = [id(v) for v in fresh]
+    # ascending but where the slots run on into another chunk (a LIFO list: ~10,000 descents)
+    assert sum(b < a for a, b in zip(ids, ids[1:])) <= 2

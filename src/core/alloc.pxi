@@ -7,9 +7,10 @@
 # last owner of (its operands, its side-table entry with a hand-built node's children)
 # to the _pending stack; the outermost dealloc drains it.
 # Memory: nodes live in 2 MiB chunks of 56-byte slots, handed out in order (so a graph
-# built in one go lies in memory in creation order) and reused when freed. A few empty
-# chunks are kept, so the next training step's graph is built without the system
-# allocator; the rest go back to it.
+# built in one go lies in memory in creation order) and reused when freed, lowest address
+# first (so a graph built on the slots of the last one does too). A few empty chunks are
+# kept, so the next training step's graph is built without the system allocator; the
+# rest go back to it.
 cdef extern from "Python.h":
     ctypedef struct _TypeSlots "PyTypeObject":     # the slots we read or replace
         Py_ssize_t tp_basicsize
@@ -52,7 +53,7 @@ cdef extern from *:
     #else
     /* Straight from the kernel, so that a freed chunk leaves the process (malloc would
        keep it in its heap): map 2n bytes, unmap all but an n-aligned middle. A 2 MiB
-       chunk can then be one huge page: one page fault and one TLB entry for 37,448
+       chunk can then be one huge page: one page fault and one TLB entry for 37,363
        nodes instead of 512 of each (where the system allows it; a hint otherwise). */
     #include <stdint.h>
     #include <sys/mman.h>
@@ -70,6 +71,14 @@ cdef extern from *:
     }
     static void mg_chunk_free(void* p, size_t n) { mg_unpoison(p, n); munmap(p, n); }
     #endif
+    /* The index of the lowest set bit of x != 0: a chunk's first free slot in a word. */
+    #if defined(_MSC_VER)
+    #include <intrin.h>
+    static int mg_lowest_bit(unsigned long long x) { unsigned long i; _BitScanForward64(&i, x); return (int)i; }
+    #define __builtin_prefetch(p) _mm_prefetch((const char*)(p), _MM_HINT_T0)
+    #else
+    static int mg_lowest_bit(unsigned long long x) { return __builtin_ctzll(x); }
+    #endif
     """
     void* _chunk_alloc "mg_chunk_alloc"(size_t n) noexcept   # n bytes aligned to n
     void _chunk_free "mg_chunk_free"(void* p, size_t n) noexcept
@@ -77,10 +86,13 @@ cdef extern from *:
     void _unpoison "mg_unpoison"(void* p, size_t n) noexcept
     bint SANITIZED "MG_SANITIZED"
     PyObject* PyErr_NoMemory() noexcept     # sets MemoryError; tp_alloc then returns NULL
+    int _lowest_bit "mg_lowest_bit"(unsigned long long x) noexcept   # x != 0
 
 
 cdef Py_ssize_t _node_size = 0      # Value's tp_basicsize (set by _install_slots)
 cdef Py_ssize_t _per_chunk = 0      # node slots per chunk
+cdef uint64_t _slot_magic = 0       # (offset * _slot_magic) >> 32: offset // _node_size, for
+                                    # the multiples of it below 2 MiB (no division per free)
 cdef _Chunk* _current = NULL        # nodes are allocated from here...
 cdef _Chunk* _partial = NULL        # ...and, when it is full, from these chunks' freed slots
 cdef _Chunk* _spare[SPARE_CHUNKS]   # empty chunks, kept rather than returned to the system
@@ -126,16 +138,26 @@ cdef PyObject* _value_alloc(_TypeSlots* tp, Py_ssize_t nitems) noexcept:
     global _current
     cdef _Chunk* c = _current
     cdef PyObject* o
-    if c == NULL or (c.free == NULL and c.used == _per_chunk):
+    cdef Py_ssize_t w
+    if c == NULL or (c.n_free == 0 and c.used == _per_chunk):
         c = _fresh_chunk()
         if c == NULL:
             PyErr_NoMemory()
             return NULL
         _current = c                    # the full one is listed again when a node in it dies
-    if c.free != NULL:
-        o = <PyObject*>c.free
+    if c.n_free:
+        # The lowest free slot, not the last one freed: a graph freed root first and
+        # rebuilt slot by slot from a LIFO list lies scattered, and every walk over it
+        # (backward, the free) waits on a cache miss per node; in creation order, the
+        # hardware and the walk's prefetches run ahead (docs/porting.md, 2.7)
+        w = c.hint
+        while c.free_bits[w] == 0:
+            w += 1
+        c.hint = w
+        o = <PyObject*>(<char*>c + CHUNK_HEADER + (w * 64 + _lowest_bit(c.free_bits[w])) * _node_size)
+        c.free_bits[w] &= c.free_bits[w] - 1
+        c.n_free -= 1
         _unpoison(o, _node_size)
-        c.free = (<void**>o)[0]
     else:
         o = <PyObject*>(<char*>c + CHUNK_HEADER + c.used * _node_size)
         _unpoison(o, _node_size)
@@ -150,9 +172,12 @@ cdef inline void _value_free(PyObject* o) noexcept:
     """Return a dead node's slot to its chunk; hand back chunks that empty out."""
     global _partial, _n_spare
     cdef _Chunk* c = <_Chunk*>(<size_t>o & ~(<size_t>CHUNK - 1))
-    (<void**>o)[0] = c.free
+    cdef uint64_t i = ((<size_t>o - <size_t>c - CHUNK_HEADER) * _slot_magic) >> 32
+    c.free_bits[i >> 6] |= (<uint64_t>1) << (i & 63)
+    if <Py_ssize_t>(i >> 6) < c.hint:
+        c.hint = i >> 6
+    c.n_free += 1
     _poison(o, _node_size)
-    c.free = <void*>o
     c.live -= 1
     if c == _current:
         return
@@ -251,9 +276,10 @@ cdef void _value_dealloc(PyObject* o) noexcept:
 cdef void _install_slots(type node_type) noexcept:
     """Install the pair above, and the attribute setter of core/extras.pxi, into Value
     (and tell CPython the type changed)."""
-    global _node_size, _per_chunk
+    global _node_size, _per_chunk, _slot_magic
     _node_size = (<_TypeSlots*>node_type).tp_basicsize
-    _per_chunk = (CHUNK - CHUNK_HEADER) // _node_size
+    _per_chunk = min((CHUNK - CHUNK_HEADER) // _node_size, FREE_WORDS * 64)
+    _slot_magic = ((<uint64_t>1 << 32) + _node_size - 1) // _node_size
     (<_TypeSlots*>node_type).tp_alloc = _value_alloc
     (<_TypeSlots*>node_type).tp_dealloc = _value_dealloc
     (<_TypeSlots*>node_type).tp_setattro = _value_setattro
