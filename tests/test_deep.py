@@ -336,3 +336,26 @@ def test_freed_slots_are_reused_lowest_address_first_compiled():
     ids = [id(v) for v in fresh]
     # ascending but where the slots run on into another chunk (a LIFO list: ~10,000 descents)
     assert sum(b < a for a, b in zip(ids, ids[1:])) <= 2
+
+
+# In a fresh process the first chunk holds nothing but these nodes: which slots come back,
+# and in which order, is then the allocator's alone.
+SPREAD_REUSE = r"""
+import random
+from micrograd._engine import Value
+nodes = [Value(float(i)) for i in range(30_000)]
+gone = random.Random(2).sample(range(30_000), 700)  # over most of the chunk's bitmap words
+ids = sorted(id(nodes[i]) for i in gone)
+for i in gone:
+    nodes[i] = None
+print([id(Value(0.0)) for _ in range(3)] == [ids[0]] * 3)   # freed at once: back again
+fresh = [Value(0.0) for _ in ids]
+print([id(v) for v in fresh] == ids)
+"""
+
+
+def test_freed_slots_spread_over_a_chunk_come_back_in_address_order_compiled():
+    proc = subprocess.run([sys.executable, "-c", SPREAD_REUSE], capture_output=True, text=True,
+                          timeout=300, env=subprocess_env())
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "True"]

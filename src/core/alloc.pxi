@@ -138,7 +138,7 @@ cdef PyObject* _value_alloc(_TypeSlots* tp, Py_ssize_t nitems) noexcept:
     global _current
     cdef _Chunk* c = _current
     cdef PyObject* o
-    cdef Py_ssize_t w
+    cdef Py_ssize_t s = 0, w
     if c == NULL or (c.n_free == 0 and c.used == _per_chunk):
         c = _fresh_chunk()
         if c == NULL:
@@ -149,13 +149,16 @@ cdef PyObject* _value_alloc(_TypeSlots* tp, Py_ssize_t nitems) noexcept:
         # The lowest free slot, not the last one freed: a graph freed root first and
         # rebuilt slot by slot from a LIFO list lies scattered, and every walk over it
         # (backward, the free) waits on a cache miss per node; in creation order, the
-        # hardware and the walk's prefetches run ahead (docs/porting.md, 2.7)
-        w = c.hint
-        while c.free_bits[w] == 0:
-            w += 1
-        c.hint = w
+        # hardware and the walk's prefetches run ahead (docs/porting.md, 2.7). Found in
+        # two steps, through the bitmap of the bitmap's nonzero words: at most
+        # FREE_SUMMARY words are read, however full the chunk's low slots are.
+        while c.free_words[s] == 0:
+            s += 1
+        w = s * 64 + _lowest_bit(c.free_words[s])
         o = <PyObject*>(<char*>c + CHUNK_HEADER + (w * 64 + _lowest_bit(c.free_bits[w])) * _node_size)
         c.free_bits[w] &= c.free_bits[w] - 1
+        if c.free_bits[w] == 0:
+            c.free_words[s] &= c.free_words[s] - 1
         c.n_free -= 1
         _unpoison(o, _node_size)
     else:
@@ -173,9 +176,10 @@ cdef inline void _value_free(PyObject* o) noexcept:
     global _partial, _n_spare
     cdef _Chunk* c = <_Chunk*>(<size_t>o & ~(<size_t>CHUNK - 1))
     cdef uint64_t i = ((<size_t>o - <size_t>c - CHUNK_HEADER) * _slot_magic) >> 32
-    c.free_bits[i >> 6] |= (<uint64_t>1) << (i & 63)
-    if <Py_ssize_t>(i >> 6) < c.hint:
-        c.hint = i >> 6
+    cdef uint64_t w = i >> 6
+    if c.free_bits[w] == 0:
+        c.free_words[w >> 6] |= (<uint64_t>1) << (w & 63)
+    c.free_bits[w] |= (<uint64_t>1) << (i & 63)
     c.n_free += 1
     _poison(o, _node_size)
     c.live -= 1
@@ -271,6 +275,10 @@ cdef void _value_dealloc(PyObject* o) noexcept:
         _n_pending -= 1
         _decref(_pending[_n_pending])   # frees it: its dealloc pushes its children
     _draining = False
+
+
+if sizeof(_Chunk) > CHUNK_HEADER:     # the header would overlap the first node's slot
+    raise SystemError("micrograd: _Chunk is %d bytes, CHUNK_HEADER %d" % (sizeof(_Chunk), CHUNK_HEADER))
 
 
 cdef void _install_slots(type node_type) noexcept:

@@ -63,19 +63,21 @@ cdef enum:
     CHUNK = 1 << 21         # bytes per chunk, and its alignment: rounding a node's address
                             # down to a multiple of CHUNK finds its chunk's header; the
                             # size of an x86-64 huge page
-    CHUNK_HEADER = 4800     # the _Chunk at its start (4,792 bytes with its bitmap); nodes follow
-    FREE_WORDS = 592        # words of that bitmap: room for 37,888 slots (a chunk has 37,363)
+    CHUNK_HEADER = 4800     # the _Chunk at its start (4,800 bytes with its bitmaps); nodes follow
+    FREE_WORDS = 584        # words of its free-slot bitmap: room for 37,376 slots (a chunk
+                            # has 37,363)
+    FREE_SUMMARY = 10       # words of the bitmap of those words (640 bits for 584 words)
     SPARE_CHUNKS = 2        # empty chunks kept for the next graph (a demo step's is 3.5 MiB)
 
 ctypedef struct _Chunk:     # the head of a chunk of node slots
     Py_ssize_t live         # nodes allocated here and not yet freed
     Py_ssize_t used         # slots handed out so far by bumping; the rest are untouched
     Py_ssize_t n_free       # freed slots (below used), to be handed out again
-    Py_ssize_t hint         # no word of free_bits below this one has a bit set
     _Chunk* prev            # links in _partial, the chunks with freed slots to reuse
     _Chunk* next            #   (prev and next are NULL at its ends)
     bint listed             # in _partial
-    uint64_t free_bits[FREE_WORDS]  # bit i set: slot i is free (lowest first on reuse)
+    uint64_t free_words[FREE_SUMMARY]   # bit w set: free_bits[w] has a bit set
+    uint64_t free_bits[FREE_WORDS]      # bit i set: slot i is free (lowest first on reuse)
 
 ctypedef union _Second:     # a node's second input; which member is set, its op says:
     PyObject* b             # ADD, MUL, POW: the second operand (an owned reference);
