@@ -138,6 +138,7 @@ cdef Py_ssize_t _record(Value root, _Buf* order, int mode) except -1:
                 # the nodes made just before p lie just below it (the allocator hands
                 # slots out in address order) and are mostly its operands and theirs:
                 # start loading them before the walk reaches them through the pointers
+                __builtin_prefetch(<char*>p - 128)
                 __builtin_prefetch(<char*>p - 256)
                 __builtin_prefetch(<char*>p - 512)
                 if (<Value>p)._code == CUSTOM:
