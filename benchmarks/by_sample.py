@@ -87,16 +87,21 @@ def batched(code, leaves):
     return None
 
 
-def write(path, code, leaves, values, slots):
-    """The reordered program as tape_pass.c's runs shape reads it: int64 leaves,
-    instructions, slots, start, reps, period; the leaves' data (float64); the
-    instructions (4 x int32 each), native order. Returns the repetition found."""
-    found = batched(code, leaves)
+def write_program(path, head, values, code):
+    """A program as tape_pass.c reads it: the int64 header (leaves, instructions, slots,
+    then the runs shape's start, reps and period), the leaves' data (float64), the
+    instructions (4 x int32 each), native order."""
+    with open(path, "wb") as f:
+        f.write(array.array("q", head).tobytes())
+        f.write(array.array("d", values).tobytes())
+        f.write(array.array("i", [v for ins in code for v in ins]).tobytes())
+
+
+def write(path, code, values, slots):
+    """The program reordered for tape_pass.c's runs shape; returns the repetition found."""
+    found = batched(code, len(values))
     if found is None:
         raise ValueError("the program has no repetition that runs sample by sample")
     new, start, reps, p = found
-    with open(path, "wb") as f:
-        f.write(array.array("q", [leaves, len(new), slots, start, reps, p]).tobytes())
-        f.write(array.array("d", values).tobytes())
-        f.write(array.array("i", [v for ins in new for v in ins]).tobytes())
+    write_program(path, [len(values), len(new), slots, start, reps, p], values, new)
     return {"start": start, "reps": reps, "period": p}

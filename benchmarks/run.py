@@ -125,7 +125,8 @@ def measure(cfg, quick):
     if c_step is None:
         skipped["c"] = c_note
     skipped.update(peers.absent())
-    loops, loops_note = program_loops(cfg)
+    tape_pass_binary = build_c("tape_pass")
+    loops, loops_note = program_loops(cfg, tape_pass_binary)
 
     log("demo step")
     engines = [e for e in ENGINES if e not in skipped] + list(loops)
@@ -168,7 +169,7 @@ def measure(cfg, quick):
         res = json.loads(subprocess.run([str(bare), "0.1" if quick else "0.5", *map(str, sizes)],
                                         capture_output=True, text=True, check=True).stdout)
         node_pass = {str(n): ns for n, ns in zip(res["sizes"], res["ns_per_node"])}
-    tape_pass, tape_pass_note = c_tape_pass(cfg, quick)
+    tape_pass, tape_pass_note = c_tape_pass(cfg, quick, tape_pass_binary)
 
     log("memory")
     memory = {}
@@ -200,11 +201,11 @@ def measure(cfg, quick):
     }
 
 
-def program_loops(cfg):
-    """The demo's own Tape program in tape_pass.c, as recorded (the Tape's loops) and batched
-    by sample (by_sample.py), timed in the demo rounds beside the engines so that the floors
-    table's ratios are per round: ({job: worker args}, note)."""
-    binary, note = build_c("tape_pass")
+def program_loops(cfg, built):
+    """The demo's own Tape program in tape_pass.c (built: build_c's result), as recorded (the
+    Tape's loops) and batched by sample (by_sample.py), timed in the demo rounds beside the
+    engines so that the floors table's ratios are per round: ({job: worker args}, note)."""
+    binary, note = built
     if binary is None:
         return {}, note
     prog, batched = WORK / "demo.prog", WORK / "demo.prog.runs"
@@ -216,11 +217,11 @@ def program_loops(cfg):
             for job, shape, path in (("tape-loops", "prog", prog), ("by-sample", "runs", batched))}, note
 
 
-def c_tape_pass(cfg, quick):
+def c_tape_pass(cfg, quick, built):
     """tape_pass.c (the Tape's floor: the same graphs as the scale task's chain, wide and
     dag, in the Tape's layout, no dispatch) at the compiled engine's sizes;
-    ({"shape n": ns per op node of forward+backward}, note)."""
-    binary, note = build_c("tape_pass")
+    ({"shape n": ns per op node of forward+backward}, note); built: build_c's result."""
+    binary, note = built
     if binary is None:
         return {}, note
     specs = []

@@ -400,6 +400,8 @@ int main(int argc, char** argv) {
                "\"pass\": %.3f}", s > 2 ? ", " : "", name, n, tf[k / 2], tb[k / 2], tt[k / 2]);
         free(code);
         free(val);
+        free(runs);                             /* the runs shape's plan, NULL for the others */
+        runs = NULL;
         free(grd);
         free(tf);
         free(tb);

@@ -30,7 +30,6 @@ Tasks:
   loops BINARY SPEC    tape_pass.c on such a program (SPEC prog:N:FILE or runs:N:FILE), per step
 """
 import argparse
-import array
 import gc
 import importlib.util
 import json
@@ -174,20 +173,16 @@ def task_loops(args):
 
 
 def task_program(args):
-    """The demo's Tape as tape_pass.c reads it: int64 leaves, instructions, slots; the
-    leaves' data (float64); the instructions (4 x int32 each), native order. With --runs,
-    also the same program reordered to run sample by sample (by_sample.py)."""
+    """The demo's Tape as tape_pass.c's prog shape reads it (by_sample.write_program). With
+    --runs, also the same program reordered to run sample by sample (by_sample.py)."""
     d = demo_module("cython").Demo("cython")
     total, _, _ = d.loss()
     tape = d.Tape(total)
     code = tape.instructions()
     slots = max(max(ins[1:]) for ins in code) + 1       # fused MULs, the dummy slot
     values = [v.data for v in tape.leaves]
-    with open(args.file, "wb") as f:
-        f.write(array.array("q", [len(values), len(code), slots]).tobytes())
-        f.write(array.array("d", values).tobytes())
-        f.write(array.array("i", [v for ins in code for v in ins]).tobytes())
-    runs = by_sample.write(args.runs, code, len(values), values, slots) if args.runs else None
+    by_sample.write_program(args.file, [len(values), len(code), slots], values, code)
+    runs = by_sample.write(args.runs, code, values, slots) if args.runs else None
     return {"instructions": len(code), "tape_nodes": len(tape), "runs": runs}
 
 
