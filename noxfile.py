@@ -9,6 +9,7 @@ The Python versions are read from pyproject.toml's classifiers, so the versions 
 and the versions tested cannot drift apart. A version not installed here is skipped with
 a line saying so. Arguments after `--` go to pytest.
 """
+import hashlib
 import os
 import shutil
 import sys
@@ -70,7 +71,11 @@ def run_suite(session, project):
 def tests(session):
     """Fresh venv, the sdist installed with the test extra, the fast suite from the sdist."""
     sdist, project = build_sdist(session)
-    session.install(f"micrograd-compiled[test] @ {sdist.as_uri()}", env=BUILD_ENV)
+    # pip caches the wheel it builds from an sdist under the sdist's URL, and .nox/sdist/ is the
+    # same path every run: the hash in the URL keys that cache by content, so an older run's
+    # wheel is never installed in place of this sdist (pip also checks the hash).
+    digest = hashlib.sha256(sdist.read_bytes()).hexdigest()
+    session.install(f"micrograd-compiled[test] @ {sdist.as_uri()}#sha256={digest}", env=BUILD_ENV)
     run_suite(session, project)
 
 
