@@ -135,6 +135,16 @@ cdef _Chunk* _fresh_chunk() noexcept:
 cdef PyObject* _value_alloc(_TypeSlots* tp, Py_ssize_t nitems) noexcept:
     """tp_alloc: a zeroed node, from the current chunk (pymalloc would round 56 bytes
     up to 64: its blocks are 16-byte aligned; doubles and pointers need only 8)."""
+    cdef PyObject* o = _take_slot()
+    if o == NULL:
+        return NULL
+    memset(o, 0, _node_size)
+    return _init_object(o, tp)          # type, refcount 1, and the interpreter's own
+                                        # bookkeeping of new objects (debug builds, tracers)
+
+
+cdef inline PyObject* _take_slot() noexcept:
+    """A free slot for a node, as it was left (NULL and MemoryError if none is left)."""
     global _current
     cdef _Chunk* c = _current
     cdef PyObject* o
@@ -166,9 +176,7 @@ cdef PyObject* _value_alloc(_TypeSlots* tp, Py_ssize_t nitems) noexcept:
         _unpoison(o, _node_size)
         c.used += 1
     c.live += 1
-    memset(o, 0, _node_size)
-    return _init_object(o, tp)          # type, refcount 1, and the interpreter's own
-                                        # bookkeeping of new objects (debug builds, tracers)
+    return o
 
 
 cdef inline void _value_free(PyObject* o) noexcept:

@@ -79,6 +79,15 @@ ctypedef struct _Chunk:     # the head of a chunk of node slots
     uint64_t free_words[FREE_SUMMARY]   # bit w set: free_bits[w] has a bit set
     uint64_t free_bits[FREE_WORDS]      # bit i set: slot i is free (lowest first on reuse)
 
+ctypedef struct _NodeStart: # the start of Value's C struct below, as plain C: the node
+                            # factory (core/node.pxi: _node) stores _a into a fresh slot
+                            # through it, where Cython would first release the slot's
+                            # garbage (the layout is checked at import)
+    PyObject ob_base        # the object header: refcount and type
+    double data             # Value.data
+    double grad             # Value.grad
+    PyObject* a             # Value._a: an owned reference (None for a leaf)
+
 ctypedef union _Second:     # a node's second input; which member is set, its op says:
     PyObject* b             # ADD, MUL, POW: the second operand (an owned reference);
                             # NULL for leaves and unary ops
