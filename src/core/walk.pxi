@@ -132,8 +132,28 @@ cdef Py_ssize_t _record(Value root, _Buf* order, int mode) except -1:
         n = 1
         while n:
             p = stack[n - 1]
-            if not (<Value>p)._flags & VISITED:
-                # first visit: push the operands; p stays below them on the stack
+            if (<Value>p)._flags & VISITED:
+                # operands done (or a stale duplicate entry): emit p once
+                n -= 1
+                if not (<Value>p)._flags & DONE:
+                    _set_flags(<Value>p, DONE)
+                    if n_out == cap_out:
+                        emitting = p    # if this runs out of memory, p is on no list
+                        _grow(order)
+                        out, cap_out = order.items, order.cap
+                        emitting = NULL
+                    out[n_out] = p
+                    n_out += 1
+                    if (mode & WALK_CHECK and _can_raise((<Value>p)._code)
+                            and not (<Value>p)._flags & USER_RULE):
+                        _check_partials((<Value>p)._code, (<Value>p)._a.data, _y(<Value>p))
+                continue
+            while True:
+                # first visit of p: push its operands (p stays below them on the stack),
+                # then go straight on into the first operand, which is on top: the outer
+                # loop would pick it next, through a first-or-second-visit branch the CPU
+                # often mispredicts (going straight on: 13% fewer mispredicted branches
+                # in the demo's walk, callgrind --branch-sim)
                 _set_flags(<Value>p, VISITED)
                 # the nodes made just before p lie just below it (the allocator hands
                 # slots out in address order) and are mostly its operands and theirs:
@@ -149,7 +169,7 @@ cdef Py_ssize_t _record(Value root, _Buf* order, int mode) except -1:
                                 stack, cap = _stack.items, _stack.cap
                             stack[n] = <PyObject*>c
                             n += 1
-                    continue
+                    break
                 if n + 2 > cap:             # room for both operands
                     _grow(&_stack)
                     stack, cap = _stack.items, _stack.cap
@@ -158,24 +178,11 @@ cdef Py_ssize_t _record(Value root, _Buf* order, int mode) except -1:
                     stack[n] = child
                     n += 1
                 child = <PyObject*>(<Value>p)._a
-                if child != <PyObject*>None and _wanted(child, mode):
-                    stack[n] = child
-                    n += 1
-            else:
-                # operands done (or a stale duplicate entry): emit p once
-                n -= 1
-                if not (<Value>p)._flags & DONE:
-                    _set_flags(<Value>p, DONE)
-                    if n_out == cap_out:
-                        emitting = p    # if this runs out of memory, p is on no list
-                        _grow(order)
-                        out, cap_out = order.items, order.cap
-                        emitting = NULL
-                    out[n_out] = p
-                    n_out += 1
-                    if (mode & WALK_CHECK and _can_raise((<Value>p)._code)
-                            and not (<Value>p)._flags & USER_RULE):
-                        _check_partials((<Value>p)._code, (<Value>p)._a.data, _y(<Value>p))
+                if child == <PyObject*>None or not _wanted(child, mode):
+                    break
+                stack[n] = child
+                n += 1
+                p = child
     except BaseException:
         _unmark(out, n_out)
         _unmark(stack, n)

@@ -78,21 +78,7 @@ def _record(root, order, mode):
     try:
         while stack:
             p = stack[-1]
-            if not p._flags & VISITED:
-                # first visit: push the operands; p stays below them on the stack
-                p._flags |= VISITED
-                if p._code == CUSTOM:
-                    for c in p._extra[EXTRA_CHILDREN]:
-                        if _wanted(c, mode):
-                            stack.append(c)
-                    continue
-                child = p._b
-                if child is not None and _wanted(child, mode):
-                    stack.append(child)
-                child = p._a
-                if child is not None and _wanted(child, mode):
-                    stack.append(child)
-            else:
+            if p._flags & VISITED:
                 # operands done (or a stale duplicate entry): emit p once
                 stack.pop()
                 if not p._flags & DONE:
@@ -103,6 +89,24 @@ def _record(root, order, mode):
                     if (mode & WALK_CHECK and _can_raise(p._code)
                             and not p._flags & USER_RULE):
                         _check_partials(p._code, p._a.data, _y(p))
+                continue
+            while True:
+                # first visit of p: push its operands (p stays below them on the stack),
+                # then go straight on into the first operand, which is on top
+                p._flags |= VISITED
+                if p._code == CUSTOM:
+                    for c in p._extra[EXTRA_CHILDREN]:
+                        if _wanted(c, mode):
+                            stack.append(c)
+                    break
+                child = p._b
+                if child is not None and _wanted(child, mode):
+                    stack.append(child)
+                child = p._a
+                if child is None or not _wanted(child, mode):
+                    break
+                stack.append(child)
+                p = child
     except BaseException:
         _unmark(order)
         _unmark(stack)
