@@ -523,6 +523,11 @@ cdef inline Value _operand(object other):
     """other as a Value operand (a new constant leaf for a number), None if not a number."""
     if isinstance(other, Value):
         return <Value>other
+    return _constant(other)     # apart, so that the C compiler inlines the common case
+
+
+cdef Value _constant(object other):
+    """A new constant leaf for the number other; None if other is not a number."""
     if not _is_number(other):
         return None
     return _leaf(_as_double(other))

@@ -516,6 +516,11 @@ def _operand(other):
     """other as a Value operand (a new constant leaf for a number), None if not a number."""
     if isinstance(other, Value):
         return other
+    return _constant(other)
+
+
+def _constant(other):
+    """A new constant leaf for the number other; None if other is not a number."""
     if not _is_number(other):
         return None
     return _leaf(_as_double(other))
