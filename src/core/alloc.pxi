@@ -21,7 +21,6 @@ cdef extern from "Python.h":
         int (*tp_setattro)(PyObject*, PyObject*, PyObject*)
         void* tp_subclasses
     _TypeSlots* _type_of "Py_TYPE"(PyObject*)
-    PyObject* _init_object "PyObject_Init"(PyObject*, _TypeSlots*)
     void _fetch_error "PyErr_Fetch"(PyObject**, PyObject**, PyObject**)
     void _restore_error "PyErr_Restore"(PyObject*, PyObject*, PyObject*)
     void _decref "Py_DECREF"(PyObject*)
@@ -79,11 +78,27 @@ cdef extern from *:
     #else
     static int mg_lowest_bit(unsigned long long x) { return __builtin_ctzll(x); }
     #endif
+    /* A new node's object header. PyObject_Init takes two calls into the interpreter
+       for it; a release build before 3.13 only sets the type and the refcount there (and
+       tells tracemalloc, which does not trace our chunks), so that is done inline. Debug
+       builds keep books on new objects, and 3.13 reports them to a ref tracer: those
+       call it. */
+    #if defined(Py_REF_DEBUG) || defined(Py_TRACE_REFS) || PY_VERSION_HEX >= 0x030D0000
+    #define mg_init_node(o, t) PyObject_Init((o), (PyTypeObject*)(t))
+    #else
+    static inline PyObject* mg_init_node(PyObject* o, void* t) {
+        Py_SET_TYPE(o, (PyTypeObject*)t);
+        if (PyType_HasFeature((PyTypeObject*)t, Py_TPFLAGS_HEAPTYPE)) Py_INCREF((PyObject*)t);
+        Py_SET_REFCNT(o, 1);
+        return o;
+    }
+    #endif
     """
     void* _chunk_alloc "mg_chunk_alloc"(size_t n) noexcept   # n bytes aligned to n
     void _chunk_free "mg_chunk_free"(void* p, size_t n) noexcept
     void _poison "mg_poison"(void* p, size_t n) noexcept     # no-ops unless sanitized
     void _unpoison "mg_unpoison"(void* p, size_t n) noexcept
+    PyObject* _init_node "mg_init_node"(PyObject* o, _TypeSlots* t) noexcept   # o, initialised
     bint SANITIZED "MG_SANITIZED"
     PyObject* PyErr_NoMemory() noexcept     # sets MemoryError; tp_alloc then returns NULL
     int _lowest_bit "mg_lowest_bit"(unsigned long long x) noexcept   # x != 0
@@ -139,8 +154,7 @@ cdef PyObject* _value_alloc(_TypeSlots* tp, Py_ssize_t nitems) noexcept:
     if o == NULL:
         return NULL
     memset(o, 0, _node_size)
-    return _init_object(o, tp)          # type, refcount 1, and the interpreter's own
-                                        # bookkeeping of new objects (debug builds, tracers)
+    return _init_node(o, tp)
 
 
 cdef inline PyObject* _take_slot() noexcept:

@@ -417,7 +417,7 @@ cdef inline Value _node(double data, int op, Value a, Value b, double c):
     memset(o, 0, sizeof(Value))             # a constant size: a few stores, no call
     Py_INCREF(a)                            # released by _value_dealloc
     (<_NodeStart*>o).a = <PyObject*>a
-    cdef Value v = <Value>_owned(_init_object(o, <_TypeSlots*>Value))
+    cdef Value v = <Value>_owned(_init_node(o, <_TypeSlots*>Value))
     v.data = data
     v._code = op
     if a is not None:
