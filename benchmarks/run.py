@@ -32,6 +32,10 @@ import upstream  # noqa: E402
 import workers  # noqa: E402
 from fmt import cell, fmt_ns, fmt_x, med, table  # noqa: E402
 
+# The order the demo's jobs run in within a round (reversed every other round): the pairs whose
+# ratios are targets back to back, since the machine's speed drifts over minutes; slow peers last.
+RUN_ORDER = ["floats", "cython", "tape-optim", "c", "by-sample", "tape-loops", "tape", "python", "upstream",
+             "upstream-nogc", "torch", "autograd", "jax", "jax-jit"]
 HERE = Path(__file__).resolve().parent
 REPO, WORK = HERE.parent, HERE / "_work"
 ENGINES = ["cython", "tape", "tape-optim", "python", "upstream", "upstream-nogc", "torch", "autograd", "jax",
@@ -129,7 +133,7 @@ def measure(cfg, quick):
     loops, loops_note = program_loops(cfg, tape_pass_binary)
 
     log("demo step")
-    engines = [e for e in ENGINES if e not in skipped] + list(loops)
+    engines = sorted([e for e in ENGINES if e not in skipped] + list(loops), key=RUN_ORDER.index)
     demo, errors = alternate(
         engines, cfg["rounds"],
         lambda e: loops[e] if e in loops else ["c", c_step, "--seconds", cfg["c_seconds"]] if e == "c"
@@ -419,7 +423,8 @@ def md_demo(R):
     tape = next((r for r in R["demo"].get("tape", []) if r), None)
     return ("100 samples, MLP(2, [16, 16, 1]), SVM loss + 1e-4 L2, full batch, SGD. Median CPU time per "
             "phase (each process: median of its timed steps after 1 warm-up step; then the median over "
-            "rounds). Ratios are medians of per-round ratios.\n\n"
+            "rounds). Ratios are medians of per-round ratios; within a round, the engines whose ratios "
+            "are targets run back to back (floats and compiled; Tape + optim, C and the Tape's loops).\n\n"
             + table(["<Engine", "forward", "backward", "update", "free", "step", "step ÷ compiled step",
                      "speedup vs upstream", "<rounds × steps", "<losses vs compiled"], rows)
             + (f"\nThe demo's graph has {tape['tape_nodes']:,} nodes (the length of its Tape).\n" if tape else "")
