@@ -76,6 +76,7 @@ ctypedef struct _Chunk:     # the head of a chunk of node slots
     _Chunk* prev            # links in _partial, the chunks with freed slots to reuse
     _Chunk* next            #   (prev and next are NULL at its ends)
     bint listed             # in _partial
+    int low                 # free_words below this index are zero: the search starts here
     uint64_t free_words[FREE_SUMMARY]   # bit w set: free_bits[w] has a bit set
     uint64_t free_bits[FREE_WORDS]      # bit i set: slot i is free (lowest first on reuse)
 
