@@ -78,14 +78,17 @@ cdef extern from *:
     #else
     static int mg_lowest_bit(unsigned long long x) { return __builtin_ctzll(x); }
     #endif
-    /* A new node's object header. PyObject_Init takes two calls into the interpreter
-       for it; a release build before 3.13 only sets the type and the refcount there (and
-       tells tracemalloc, which does not trace our chunks), so that is done inline. Debug
-       builds keep books on new objects, and 3.13 reports them to a ref tracer: those
-       call it. */
+    /* A node's birth and death. PyObject_Init takes two calls into the interpreter to
+       set a new node's type and refcount; Py_DECREF, two (_Py_Dealloc, then tp_dealloc)
+       to free it. A release build before 3.13 does nothing more in them (PyObject_Init
+       also tells tracemalloc, which does not trace our chunks), so both are done inline.
+       Debug builds keep books on every object, and 3.13 reports them to a ref tracer:
+       there the calls stay. */
     #if defined(Py_REF_DEBUG) || defined(Py_TRACE_REFS) || PY_VERSION_HEX >= 0x030D0000
+    #define MG_QUIET_LIFECYCLE 0
     #define mg_init_node(o, t) PyObject_Init((o), (PyTypeObject*)(t))
     #else
+    #define MG_QUIET_LIFECYCLE 1
     static inline PyObject* mg_init_node(PyObject* o, void* t) {
         Py_SET_TYPE(o, (PyTypeObject*)t);
         if (PyType_HasFeature((PyTypeObject*)t, Py_TPFLAGS_HEAPTYPE)) Py_INCREF((PyObject*)t);
@@ -99,6 +102,8 @@ cdef extern from *:
     void _poison "mg_poison"(void* p, size_t n) noexcept     # no-ops unless sanitized
     void _unpoison "mg_unpoison"(void* p, size_t n) noexcept
     PyObject* _init_node "mg_init_node"(PyObject* o, _TypeSlots* t) noexcept   # o, initialised
+    bint QUIET_LIFECYCLE "MG_QUIET_LIFECYCLE"   # nodes born and dying inline (see above)
+    void _set_refcnt "Py_SET_REFCNT"(PyObject* o, Py_ssize_t n) noexcept
     bint SANITIZED "MG_SANITIZED"
     PyObject* PyErr_NoMemory() noexcept     # sets MemoryError; tp_alloc then returns NULL
     int _lowest_bit "mg_lowest_bit"(unsigned long long x) noexcept   # x != 0
@@ -282,6 +287,27 @@ cdef void _drop_extra(PyObject* o) noexcept:
 cdef void _value_dealloc(PyObject* o) noexcept:
     """tp_dealloc: release the children (iteratively), recycle the memory."""
     global _draining, _n_pending
+    cdef PyObject* p
+    _dismantle(o)
+    if _draining:
+        return
+    _draining = True
+    while _n_pending:
+        _n_pending -= 1
+        p = _pending[_n_pending]
+        if QUIET_LIFECYCLE and Py_REFCNT(p) == 1 and _type_of(p) == <_TypeSlots*>Value:
+            # the pending stack holds its last reference: what Py_DECREF would do,
+            # without its two calls (the interpreter keeps no books on the death)
+            _set_refcnt(p, 0)
+            _dismantle(p)
+        else:
+            _decref(p)      # frees it: its dealloc pushes its children
+    _draining = False
+
+
+cdef inline void _dismantle(PyObject* o) noexcept:
+    """A dead node's own part of tp_dealloc: its side-table entry and operands handed to
+    the pending stack, its memory recycled."""
     if (<Value>o)._flags & HAS_EXTRA:
         _drop_extra(o)
     if _python_rules:
@@ -295,13 +321,6 @@ cdef void _value_dealloc(PyObject* o) noexcept:
         _value_free(o)
     else:                   # a subclass instance: CPython allocated it (with a GC header)
         _type_of(o).tp_free(o)
-    if _draining:
-        return
-    _draining = True
-    while _n_pending:
-        _n_pending -= 1
-        _decref(_pending[_n_pending])   # frees it: its dealloc pushes its children
-    _draining = False
 
 
 if sizeof(_Chunk) > CHUNK_HEADER:     # the header would overlap the first node's slot
