@@ -414,7 +414,6 @@ cdef inline Value _node(double data, int op, Value a, Value b, double c):
     cdef PyObject* o = _take_slot()
     if o == NULL:
         raise MemoryError()
-    memset(o, 0, sizeof(Value))             # a constant size: a few stores, no call
     Py_INCREF(a)                            # released by _value_dealloc
     (<_NodeStart*>o).a = <PyObject*>a
     cdef Value v = <Value>_owned(_init_node(o, <_TypeSlots*>Value))
