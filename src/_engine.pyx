@@ -23,9 +23,10 @@ cimport cython
 from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
 from cpython.pythread cimport (PyThread_type_lock, PyThread_allocate_lock, PyThread_acquire_lock,
     PyThread_release_lock, PyThread_get_thread_ident, WAIT_LOCK, NOWAIT_LOCK)
-from libc.math cimport pow, exp, log, tanh, floor, isfinite, isinf
+from libc.math cimport pow, exp, log, tanh, floor, isfinite, isinf, signbit
 from libc.stdlib cimport calloc, realloc, free
 from libc.string cimport memcpy, memset
+from libc.stdint cimport uint64_t
 import numbers as _numbers
 
 cdef extern from "Python.h":

@@ -108,6 +108,11 @@ cdef enum:
     PREFETCH_FROM = 1 << 17 # slots (1 MiB of doubles per array): smaller tapes stay in
                             # cache, where the prefetches would only add instructions
 
+# Tape.backward skips a zero-grad region only from this many instructions up: below, the
+# check's unpredictable branch costs more than the instructions it would skip.
+cdef enum:
+    SKIP_MIN = 8
+
 ctypedef struct Instr:      # one Tape instruction, 16 bytes: a replay reads one stream
     int op                  # op code (FMA included)
     int x                   # first operand's slot (FMA: acc)
@@ -150,6 +155,8 @@ cdef class Tape:
     cdef Py_ssize_t n_held      # entries in held
     cdef unsigned char* is_held # per slot: 1 if in held (sync leaves those alone: they are
                                 #   current, and the user may have changed them since)
+    cdef int* lo                # per instruction k: backward may skip k down to lo[k] when
+                                #   k's grad is 0 (core/tape.pxi: _regions); lo[k] = k if not
     cdef int* checked           # instructions whose partials can raise (POWC, POW, LOG)
     cdef Py_ssize_t n_checked   # entries in checked
     cdef bint stale_data        # op nodes' Value.data lag behind val
@@ -162,6 +169,7 @@ cdef class Tape:
     cdef int _plan(self, Value root, Py_ssize_t n, int* refs, unsigned char* mark) except -1
     cdef void _place(self, Py_ssize_t n, int* refs, unsigned char* mark) noexcept
     cdef void _compile(self, Py_ssize_t n) noexcept
+    cdef int _regions(self) except -1
     cdef void _untag(self) noexcept
     cdef void _tag(self) noexcept
     cdef void _sync(self) noexcept

@@ -1,0 +1,111 @@
+"""Tape.backward passes over runs of instructions whose grad is 0 (core/tape.pxi: _regions).
+
+Adding a zero to a grad leaves it as it was, with two exceptions the skip must respect:
+-0.0 + +0.0 is +0.0, and a zero grad times an inf or nan partial is nan. Every test here
+compares with eager, bit for bit and sign of zero included; the twin computes every zero,
+so it passes them by construction and keeps the tests honest about what eager gives.
+"""
+import math
+import random
+
+import pytest
+
+
+def bits(x):
+    return (math.copysign(1.0, x), x) if x == x else "nan"
+
+
+def dead_neurons(V, xs, w_bad=None):
+    """Sums of 12 products under a relu each (runs of 13 instructions), the odd ones
+    dead (w_bad, if given, is the first weight of the first dead one); every sum is held,
+    as a user might hold them."""
+    rng = random.Random(5)
+    ws = [[V(rng.uniform(-1, 1)) for _ in xs] for _ in range(6)]
+    if w_bad is not None:
+        ws[1][0] = V(w_bad)
+    sums = [sum((w * x for w, x in zip(row, xs)), V(-40.0 if j % 2 else 0.5))
+            for j, row in enumerate(ws)]
+    acts = [s.relu() for s in sums]
+    root = sum(a * a for a in acts) + xs[0]
+    return root, [p for row in ws for p in row], sums
+
+
+def run(engine, values, old_grad=0.0, w_bad=None):
+    """The Tape's grads and eager's for the same graph and leaf grads."""
+    results = []
+    for use_tape in (True, False):
+        xs = [engine.Value(v) for v in values]
+        root, params, held = dead_neurons(engine.Value, xs, w_bad)
+        for v in xs + params:
+            v.grad = old_grad
+        if use_tape:
+            tape = engine.Tape(root)
+            tape.forward()
+            tape.backward()
+        else:
+            root.backward()
+        results.append([bits(v.grad) for v in xs + params + held])
+    return results
+
+
+@pytest.mark.parametrize("old_grad", [0.0, -0.0, 1.5])
+def test_dead_runs_give_eager_grads_and_signed_zeros(engine, old_grad):
+    rng = random.Random(1)
+    values = [rng.uniform(-2, 2) for _ in range(12)]
+    ours, eager = run(engine, values, old_grad)
+    assert ours == eager
+
+
+@pytest.mark.parametrize("bad, x0", [(math.inf, -1.0), (-math.inf, 1.0), (math.nan, 1.0)])
+def test_an_inf_or_nan_under_a_dead_relu_makes_eagers_nan_grads(engine, bad, x0):
+    """A dead neuron whose sum is -inf or nan: inf * 0 is nan in eager; no skipping it."""
+    values = [x0] + [1.0] * 11
+    ours, eager = run(engine, values, w_bad=bad)
+    assert ours == eager
+    assert "nan" in eager
+
+
+def test_a_log_under_a_dead_relu_passes_its_inf_slope(engine):
+    """log's slope 1/x overflows to inf at the smallest float, where log is finite: times
+    a zero grad, nan. LOG is never inside a skipped run."""
+    results = []
+    for use_tape in (True, False):
+        x = engine.Value(5e-324)
+        ws = [engine.Value(0.25 * i) for i in range(10)]
+        s = sum((w * x.log() for w in ws), engine.Value(-1e6))
+        root = s.relu() + 1.0
+        if use_tape:
+            tape = engine.Tape(root)
+            tape.forward()
+            tape.backward()
+        else:
+            root.backward()
+        results.append([bits(v.grad) for v in [x] + ws])
+    assert results[0] == results[1]
+    assert results[1][0] == "nan"
+
+
+def test_demo_steps_with_mostly_dead_samples_equal_eager(engine, nn):
+    """Training moves most samples past their margin: later steps skip most of the tape."""
+    random.seed(3)
+    model = nn.MLP(2, [8, 8, 1])
+    rng = random.Random(4)
+    data = [([rng.uniform(-1, 1), rng.uniform(-1, 1)], rng.choice((-1, 1))) for _ in range(20)]
+
+    def loss():
+        scores = [model([engine.Value(a) for a in x]) for x, _ in data]
+        return sum((1 + -y * s).relu() for (_, y), s in zip(data, scores)) * (1.0 / len(data))
+
+    tape = engine.Tape(loss())
+    for step in range(15):
+        model.zero_grad()
+        got = tape.forward()
+        tape.backward()
+        grads = [bits(p.grad) for p in model.parameters()]
+        model.zero_grad()
+        fresh = loss()
+        fresh.backward()
+        assert got == fresh.data
+        assert grads == [bits(p.grad) for p in model.parameters()]
+        for p in model.parameters():
+            p.data -= 0.5 * p.grad
