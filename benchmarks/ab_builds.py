@@ -6,6 +6,7 @@ against the first build.
     git worktree add /tmp/b REV_B && (cd /tmp/b && python setup.py build_ext --inplace)
     PYTHONPATH=src python benchmarks/ab_builds.py /tmp/a/src/micrograd /tmp/b/src/micrograd
     PYTHONPATH=src python benchmarks/ab_builds.py --eager --rounds 20 --replays 5 /tmp/a/... /tmp/b/...
+    PYTHONPATH=src python benchmarks/ab_builds.py --train 10 --replays 50 /tmp/a/... /tmp/b/...
 
 Each folder holds a built `_engine*.so`; each is loaded under a name of its own, so the
 builds share one process, one heap and one moment of the machine. On these shared VMs the
@@ -43,17 +44,36 @@ def demo_model(engine):
     return X, y, _demo.nn_module(engine.Value).MLP(2, [16, 16, 1])
 
 
-def tape_replay(engine):
-    """A replay of the demo's loss recorded in engine's Tape, timed: (forward, backward) ns."""
+def tape_replay(engine, train=0):
+    """A replay of the demo's loss recorded in engine's Tape, timed: (forward, backward) ns.
+    With train, the replays are training steps 0..train-1 from the seeded model, over and
+    over (SGD at the demo's rates, untimed): the states of the benchmark's timed steps,
+    where most samples already meet their margin."""
     X, y, model = demo_model(engine)
     tape = engine.Tape(_demo.notebook_loss(engine.Value, model, X, y)[0])
+    params = model.parameters()
+    start = [p.data for p in params]
+    step = 0
 
     def replay():
+        nonlocal step
+        if train:
+            if step % train == 0:
+                for p, v in zip(params, start):
+                    p.data = v
+            for p in params:
+                p.grad = 0.0
         t0 = clock()
         tape.forward()
         t1 = clock()
         tape.backward()
-        return {"forward": t1 - t0, "backward": clock() - t1}
+        t2 = clock()
+        if train:
+            lr = _demo.learning_rate(step % train)
+            for p in params:
+                p.data -= lr * p.grad
+            step += 1
+        return {"forward": t1 - t0, "backward": t2 - t1}
     return replay
 
 
@@ -80,8 +100,11 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=40)
     ap.add_argument("--replays", type=int, default=50, help="replays per build per round")
     ap.add_argument("--eager", action="store_true", help="time the eager step, not the Tape's replay")
+    ap.add_argument("--train", type=int, default=0, metavar="K",
+                    help="Tape: replay training steps 0..K-1 (a multiple of K replays per round)")
     args = ap.parse_args(argv)
-    runs = [(eager_step if args.eager else tape_replay)(load(i, b)) for i, b in enumerate(args.builds)]
+    runs = [eager_step(load(i, b)) if args.eager else tape_replay(load(i, b), args.train)
+            for i, b in enumerate(args.builds)]
     phases = ("forward", "backward", "free") if args.eager else ("forward", "backward")
     times = [{ph: [] for ph in phases} for _ in runs]
     for r in range(args.rounds):
