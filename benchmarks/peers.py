@@ -376,16 +376,20 @@ def md_tape_floors(R, m, paired_ratio):
                      fmt_x(paired_ratio(R, "tape-optim", "tape-loops", ph)) if own and loops else "–",
                      fmt_x(paired_ratio(R, "by-sample", "c", ph)) if batched and loops else "–",
                      fmt_x(paired_ratio(R, "tape-optim", "c", ph))])
+    import workers      # not at the top: workers imports this module
     n = next((r["instructions"] for r in R["demo"].get("tape-loops", []) if r), None)
     return ("The replayed step (its Tape + optim row) part by part; every column is timed in the "
             "demo rounds, and every ratio is a median of per-round ratios. **The Tape's loops in C**: "
             "`tape_pass.c` running the demo's own Tape program (" + (f"{n:,} instructions" if n
             else "not run: " + R.get("loops_note", "")) + ") with the Tape's forward and "
-            "backward loops and no Python: the floor of replaying an instruction per node. "
+            "backward loops (zero-grad runs skipped as the Tape skips them) and no Python: the "
+            f"floor of replaying an instruction per node. Its leaves hold the model after "
+            f"{workers.PROGRAM_STEP} training steps, the middle of the timed Tape + optim steps "
+            "and of the C step's. "
             "**By sample in C**: the same program reordered by `by_sample.py` so that each "
             "instruction of the per-sample stretch runs for every sample in one loop (the reorder "
             "keeps the order of every sum, and the loops' results are checked bit for bit against "
-            "the Tape's loops): the floor of a replay batched by sample. "
+            "the Tape's loops; it skips nothing): the floor of a replay batched by sample. "
             "**Hand-written C**: `demo_step.c`, the same step on dense arrays with no graph.\n\n"
             + table(["<part", "Tape + optim", "the Tape's loops in C", "by sample in C", "hand-written C",
                      "Tape ÷ its loops", "by sample ÷ hand-written", "Tape ÷ hand-written"], rows))

@@ -50,7 +50,7 @@ LABELS = {"cython": "micrograd-compiled (Cython)", "tape": "micrograd-compiled, 
           "by-sample": "the Tape's program batched by sample, in C (tape_pass.c)"}
 PHASES = ("forward", "backward", "update", "free", "step")
 E3, E4, E5, E6, E7 = (10**k for k in range(3, 8))
-FULL = dict(rounds=5, steps={"cython": 10, "tape": 50, "tape-optim": 50, "python": 5, "upstream": 3,
+FULL = dict(rounds=5, steps={"cython": 10, "tape": 50, "tape-optim": 10, "python": 5, "upstream": 3,
                              "upstream-nogc": 3, "torch": 3, "autograd": 1, "jax": 1, "jax-jit": 3,
                              "floats": 10}, peer_rounds=2, jit_whole=[2, 10, 100], c_seconds=0.5, scale_rounds=2,
             scale=[("cython", s, [E3, E4, E5, E6, E7]) for s in ("chain", "wide", "dag")]

@@ -14,9 +14,10 @@
  *   prog:N:FILE    a recorded Tape's own program (written by `workers.py program`: int64
  *                  leaves, instructions N, slots; the leaves' data; N instructions), run
  *                  by the Tape's own loops: dispatch on the op code, FMA fused, the running
- *                  sum carried in a register both ways. Not a floor of the graph but of
- *                  the design: what a Tape replay would cost with no Python around it
- *                  (ADD, MUL, RELU and FMA only: the ops of the demo's program)
+ *                  sum carried in a register both ways, zero-grad runs skipped in backward.
+ *                  Not a floor of the graph but of the design: what a Tape replay would
+ *                  cost with no Python around it (ADD, MUL, RELU and FMA only: the ops of
+ *                  the demo's program)
  *   runs:N:FILE    the same program reordered by benchmarks/by_sample.py (written by
  *                  `workers.py program --runs`: the prog header, then the repetition's
  *                  start, reps and period): each instruction of the per-sample stretch runs
@@ -161,31 +162,85 @@ static void prog_forward(const Instr* code, double* val, long L, long from, long
     }
 }
 
-/* Tape.backward's loop (_run_backward in core/tape.pxi) for the ops of prog, instructions
-   [from, to) from the last down. */
+/* _run_backward (core/tape.pxi) for the ops of prog: instruction k, and on down its chain
+   of FMAs (not below from); returns the next instruction to run. */
+static long prog_step(const Instr* code, const double* val, double* grd, long L, long k, long from) {
+    double g = grd[L + k], dx, dy, acc;
+    for (;;) {
+        Instr c = code[k];
+        if (c.op != FMA) {
+            dx = c.op == ADD ? 1.0 : c.op == MUL ? val[c.y] : val[L + k] > 0.0;
+            dy = c.op == ADD ? 1.0 : c.op == MUL ? val[c.x] : 0.0;
+            grd[c.x] += dx * g;
+            grd[c.y] += dy * g;
+            return k - 1;
+        }
+        acc = grd[c.x] + g;
+        grd[c.x] = acc;
+        grd[c.y] += val[c.z] * g;
+        grd[c.z] += val[c.y] * g;
+        k--;
+        if (k < from || c.x != L + k || c.y == c.x || c.z == c.x)
+            return k;
+        g = acc;
+    }
+}
+
+/* Tape.backward's loop for the ops of prog, instructions [from, to) from the last down, with
+   no skipping (the runs shape's stretches). */
 static void prog_backward(const Instr* code, const double* val, double* grd, long L, long from,
                           long to) {
-    for (long k = to - 1; k >= from;) {
-        double g = grd[L + k], dx, dy, acc;
-        for (;;) {
-            Instr c = code[k];
-            if (c.op != FMA) {
-                dx = c.op == ADD ? 1.0 : c.op == MUL ? val[c.y] : val[L + k] > 0.0;
-                dy = c.op == ADD ? 1.0 : c.op == MUL ? val[c.x] : 0.0;
-                grd[c.x] += dx * g;
-                grd[c.y] += dy * g;
-                k--;
-                break;
-            }
-            acc = grd[c.x] + g;
-            grd[c.x] = acc;
-            grd[c.y] += val[c.z] * g;
-            grd[c.z] += val[c.y] * g;
-            k--;
-            if (k < from || c.x != L + k || c.y == c.x || c.z == c.x)
-                break;
-            g = acc;
-        }
+    for (long k = to - 1; k >= from;)
+        k = prog_step(code, val, grd, L, k, from);
+}
+
+/* Tape._regions and Tape.backward's skip of zero-grad runs (the demo's ops are all
+   zero-safe; the leaves' grads restart at +0.0 here, never -0.0). */
+enum { SKIP_MIN = 8 };                   /* as in _engine.pxd */
+static int* lo;
+
+static void use(int* last_use, long i, long n, long k) {
+    if (i >= 0 && i < n)
+        last_use[i] = (int)k;
+}
+
+static void plan_skips(const Instr* code, long L, long n) {
+    int* last_use = alloc(n * sizeof(int));
+    lo = alloc(n * sizeof(int));
+    for (long k = 0; k < n; k++)
+        last_use[k] = (int)n;
+    for (long k = 0; k < n; k++) {
+        use(last_use, code[k].x - L, n, k);
+        use(last_use, code[k].y - L, n, k);
+        if (code[k].op == FMA)
+            use(last_use, code[k].z - L, n, k);
+    }
+    for (long k = 0; k < n; k++) {
+        long s = k;
+        while (s > 0 && last_use[s - 1] <= k)
+            s = lo[s - 1];
+        lo[k] = (int)s;
+    }
+    free(last_use);
+}
+
+static int all_finite(const double* v, long n) {
+    uint64_t acc = 0, bits;
+    for (long i = 0; i < n; i++) {
+        memcpy(&bits, v + i, sizeof bits);
+        acc |= (bits & 0x7ff0000000000000ULL) + 0x0010000000000000ULL;
+    }
+    return (acc >> 63) == 0;
+}
+
+static void prog_backward_skipping(const Instr* code, const double* val, double* grd, long L,
+                                   long n) {
+    for (long k = n - 1; k >= 0;) {
+        long j = lo[k];
+        if (k - j >= SKIP_MIN && grd[L + k] == 0.0 && all_finite(val + L + j, k - j + 1))
+            k = j - 1;
+        else
+            k = prog_step(code, val, grd, L, k, 0);
     }
 }
 
@@ -311,7 +366,7 @@ static void backward(int shape, const Instr* code, const double* val, double* gr
     memset(grd, 0, slots * sizeof(double));     /* grads restart from 0 (leaves' included) */
     grd[L + n - 1] = 1.0;
     if (shape == PROG)
-        prog_backward(code, val, grd, L, 0, n);
+        prog_backward_skipping(code, val, grd, L, n);
     else if (shape == RUNS)
         runs_backward(code, val, grd, L, n);
     else if (shape == CHAIN)
@@ -377,6 +432,8 @@ int main(int argc, char** argv) {
         }
         n = build(shape, n, file, &code, &val, &L, &slots);
         grd = alloc(slots * sizeof(double));
+        if (shape == PROG || shape == RUNS)     /* RUNS: check_runs runs the prog loops */
+            plan_skips(code, L, n);
         if (shape == RUNS)                      /* the runs compute what the prog loops do */
             check_runs(code, val, grd, L, n, slots);
         forward(shape, code, val, L, n);        /* page everything in before timing */
@@ -402,6 +459,8 @@ int main(int argc, char** argv) {
         free(val);
         free(runs);                             /* the runs shape's plan, NULL for the others */
         runs = NULL;
+        free(lo);                               /* the prog shape's skips, likewise */
+        lo = NULL;
         free(grd);
         free(tf);
         free(tb);

@@ -172,10 +172,17 @@ def task_loops(args):
     return {"engine": run["shape"], "instructions": run["n"], "ns": {**ns, "update": 0.0, "free": 0.0}}
 
 
+# The program's leaves hold the model after this many training steps: the middle of the timed
+# Tape + optim steps (1-10), whose backward skips as many zero-grad runs as at this state.
+PROGRAM_STEP = 5
+
+
 def task_program(args):
     """The demo's Tape as tape_pass.c's prog shape reads it (by_sample.write_program). With
     --runs, also the same program reordered to run sample by sample (by_sample.py)."""
     d = demo_module("cython").Demo("cython")
+    for k in range(PROGRAM_STEP):
+        d.step(k)
     total, _, _ = d.loss()
     tape = d.Tape(total)
     code = tape.instructions()
