@@ -115,6 +115,22 @@ def test_zero_base_to_a_value_power_gives_no_exponent_gradient(engine):
     assert b.grad == 0.0        # 0 ** b is flat in b
 
 
+@pytest.mark.parametrize("x", [-0.0, 0.0, -5e-324, 5e-324, -1.5, 2.5, -math.inf, math.inf, math.nan])
+def test_relu_is_pythons_conditional_bit_for_bit(engine, x):
+    """``0.0 if x < 0.0 else x``: -0.0 and nan pass through, eager and replayed alike (the
+    compiled rule computes it without a branch, on the bits)."""
+    want = 0.0 if x < 0.0 else x
+    a = engine.Value(x)
+    r = a.relu()
+    eager = r.data
+    tape = engine.Tape(r * 1.0)
+    a.data = x                              # the replay recomputes r (held: written back)
+    root = tape.forward()                   # r * 1.0: the same sign and nan
+    for got in (eager, r.data, root):
+        assert math.copysign(1.0, got) == math.copysign(1.0, want)
+        assert got == want or (math.isnan(got) and math.isnan(want))
+
+
 def test_relu_at_zero_has_zero_gradient(engine):
     a = engine.Value(0.0)
     r = a.relu()

@@ -29,6 +29,17 @@ cdef double _log(double x) except? -1.0:
     return log(x)
 
 
+cdef inline double _relu(double x) noexcept:
+    """``0.0 if x < 0.0 else x`` (nan and -0.0 pass through), without a branch: in training
+    a relu's sign is a coin toss, and gcc's branch would be mispredicted half the time.
+    x < 0.0 makes an all-zeros mask, which clears x to +0.0; else all ones, which keeps it."""
+    cdef uint64_t bits
+    memcpy(&bits, &x, sizeof(double))
+    bits &= <uint64_t>(x < 0.0) - 1
+    memcpy(&x, &bits, sizeof(double))
+    return x
+
+
 cdef inline double _sigmoid(double x) noexcept:
     # Two forms so that exp() never overflows: e**-x for x >= 0, e**x otherwise.
     cdef double e
@@ -53,7 +64,7 @@ cdef inline double _forward(int op, double x, double y) except? -1.0:
     elif op == POWC or op == POW:
         return _pow(x, y)
     elif op == RELU:
-        return 0.0 if x < 0.0 else x
+        return _relu(x)
     elif op == TANH:
         return tanh(x)
     elif op == EXP:
