@@ -531,6 +531,37 @@ def test_replay_of_a_tape_bigger_than_the_caches_equals_eager():
         assert [v.grad for v in xs] == [v.grad for v in fresh]
 
 
+def neuron_sums(V, xs, n):
+    """About n nodes of neuron sums (chains of 24 FMAs once taped) over xs, each relu'd
+    and fed to the next sum as one of its inputs, added up."""
+    total, h = V(0.0), xs[0]
+    for i in range(n // 52):
+        s = sum((w * (h if j == 5 else xs[(i + 3 * j) % len(xs)]) for j, w in enumerate(xs[:24])),
+                xs[i % len(xs)])
+        h = s.relu()
+        total = total + h
+    return total
+
+
+def test_neuron_sums_of_a_tape_bigger_than_the_caches_equal_eager():
+    """Sums run in forward's loop for chains of FMAs, which prefetches on big tapes too."""
+    V = _engine.Value
+    xs = [V(0.05 * i - 0.6) for i in range(40)]
+    tape = _engine.Tape(neuron_sums(V, xs, 150_000))
+    assert len(tape) > 1 << 17
+    for trial in range(2):
+        new = [0.07 * i - 1.0 - 0.3 * trial for i in range(40)]
+        for v, x in zip(xs, new):
+            v.data, v.grad = x, 0.0
+        loss = tape.forward()
+        tape.backward()
+        fresh = [V(x) for x in new]
+        root = neuron_sums(V, fresh, 150_000)
+        root.backward()
+        assert loss == root.data
+        assert [v.grad for v in xs] == [v.grad for v in fresh]
+
+
 # 3 steps: the same runs test_upstream.py compares with upstream's first steps (cached)
 @pytest.mark.parametrize("steps", [pytest.param(100, marks=pytest.mark.slow), 3])
 def test_demo_with_tape_equals_eager(engine, demo_history, steps):

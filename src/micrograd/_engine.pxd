@@ -155,6 +155,8 @@ cdef class Tape:
     cdef Py_ssize_t n_held      # entries in held
     cdef unsigned char* is_held # per slot: 1 if in held (sync leaves those alone: they are
                                 #   current, and the user may have changed them since)
+    cdef int* chain             # per FMA k: how many FMAs right after it add to its output,
+                                #   each to the one before (a neuron's sum), for forward
     cdef int* lo                # per instruction k: backward may skip k down to lo[k] when
                                 #   k's grad is 0 (core/tape.pxi: _regions); lo[k] = k if not
     cdef int* checked           # instructions whose partials can raise (POWC, POW, LOG)
