@@ -14,7 +14,8 @@
  *   prog:N:FILE    a recorded Tape's own program (written by `workers.py program`: int64
  *                  leaves, instructions N, slots; the leaves' data; N instructions), run
  *                  by the Tape's own loops: dispatch on the op code, FMA fused, the running
- *                  sum carried in a register both ways, zero-grad runs skipped in backward.
+ *                  sum carried in a register both ways (in forward, a sum's FMAs in a loop
+ *                  of their own), zero-grad runs skipped in backward.
  *                  Not a floor of the graph but of the design: what a Tape replay would
  *                  cost with no Python around it (ADD, MUL, RELU and FMA only: the ops of
  *                  the demo's program)
@@ -144,20 +145,54 @@ static long build(int shape, long n, const char* picks_file, Instr** code_out, d
     return n;
 }
 
-/* Tape.forward's loop (core/tape.pxi) for the ops of prog, instructions [from, to). */
+/* relu's forward rule as the core computes it (core/rules.pxi: _relu): a mask, no branch. */
+static double relu(double a) {
+    uint64_t bits;
+    memcpy(&bits, &a, sizeof bits);
+    bits &= (uint64_t)(a < 0.0) - 1;
+    memcpy(&a, &bits, sizeof a);
+    return a;
+}
+
+/* Tape._regions' chain: per FMA, how many FMAs right after it continue its sum. */
+static int* chain;
+
+static void plan_chain(const Instr* code, long L, long n) {
+    chain = alloc(n * sizeof(int));
+    for (long k = n - 2; k >= 0; k--)
+        if (code[k + 1].op == FMA && code[k + 1].x == L + k)
+            chain[k] = chain[k + 1] + 1;
+}
+
+/* Tape.forward's loop (core/tape.pxi) for the ops of prog, instructions [from, to); with
+   chains (the prog shape), a sum's FMAs run in their own loop (_run_chain), as in the Tape. */
 static void prog_forward(const Instr* code, double* val, long L, long from, long to) {
     double out = L + from ? val[L + from - 1] : 0.0, a;
     for (long k = from; k < to; k++) {
         Instr c = code[k];
         a = c.x == L + k - 1 ? out : val[c.x];
-        if (c.op >= FMA)
+        if (c.op >= FMA) {
             out = a + val[c.y] * val[c.z];
+            val[L + k] = out;
+            long m = chain && k + 1 < to ? chain[k] : 0;
+            if (m) {
+                const Instr* e = code + k + 1;
+                double* o = val + L + k + 1;
+                m = m < to - k - 1 ? m : to - k - 1;
+                for (long j = 0; j < m; j++) {
+                    out = out + val[e[j].y] * val[e[j].z];
+                    o[j] = out;
+                }
+                k += m;
+            }
+            continue;
+        }
         else if (c.op == ADD)
             out = a + val[c.y];
         else if (c.op == MUL)
             out = a * val[c.y];
         else
-            out = a < 0.0 ? 0.0 : a;
+            out = relu(a);
         val[L + k] = out;
     }
 }
@@ -432,8 +467,10 @@ int main(int argc, char** argv) {
         }
         n = build(shape, n, file, &code, &val, &L, &slots);
         grd = alloc(slots * sizeof(double));
-        if (shape == PROG || shape == RUNS)     /* RUNS: check_runs runs the prog loops */
+        if (shape == PROG || shape == RUNS) {   /* RUNS: check_runs runs the prog loops */
             plan_skips(code, L, n);
+            plan_chain(code, L, n);
+        }
         if (shape == RUNS)                      /* the runs compute what the prog loops do */
             check_runs(code, val, grd, L, n, slots);
         forward(shape, code, val, L, n);        /* page everything in before timing */
@@ -459,8 +496,10 @@ int main(int argc, char** argv) {
         free(val);
         free(runs);                             /* the runs shape's plan, NULL for the others */
         runs = NULL;
-        free(lo);                               /* the prog shape's skips, likewise */
+        free(lo);                               /* the prog shape's skips and chains, likewise */
+        free(chain);
         lo = NULL;
+        chain = NULL;
         free(grd);
         free(tf);
         free(tb);
