@@ -109,3 +109,70 @@ def test_demo_steps_with_mostly_dead_samples_equal_eager(engine, nn):
         assert grads == [bits(p.grad) for p in model.parameters()]
         for p in model.parameters():
             p.data -= 0.5 * p.grad
+
+
+def sums_with_their_own_terms(V, xs, seed):
+    """Running sums whose acc is also a factor of the term (s + s*x, s + x*s, s + s*s),
+    between plain terms and tanh, some held: forward's loop for a sum must stop or go on
+    exactly where the general loop would."""
+    r = random.Random(seed)
+    s = xs[0].relu() if seed % 2 else xs[0]
+    held = []
+    for i in range(1, len(xs)):
+        c = r.random()
+        if c < 0.3:
+            s = s + s * xs[i]
+        elif c < 0.5:
+            s = s + xs[i] * s
+        elif c < 0.6:
+            s = s + s * s
+        elif c < 0.7:
+            s = s.tanh()
+            held.append(s)
+        else:
+            s = s + xs[i] * xs[i - 1]
+        if r.random() < 0.1:
+            held.append(s)
+    return s, held
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_sums_whose_acc_is_a_factor_replay_as_eager(engine, seed):
+    data = [random.Random(seed).uniform(-1.2, 1.2) for _ in range(2 + seed)]
+    xs = [engine.Value(d) for d in data]
+    root, held = sums_with_their_own_terms(engine.Value, xs, seed)
+    tape = engine.Tape(root)
+    new = [0.9 * d + 0.01 for d in data]
+    for v, d in zip(xs, new):
+        v.data = d
+    out = tape.forward()
+    tape.backward()
+    fresh = [engine.Value(d) for d in new]
+    root2, held2 = sums_with_their_own_terms(engine.Value, fresh, seed)
+    root2.backward()
+    assert [bits(out)] + [bits(h.data) for h in held] == \
+        [bits(root2.data)] + [bits(h.data) for h in held2]
+    assert [bits(v.grad) for v in xs + held] == [bits(v.grad) for v in fresh + held2]
+
+
+def test_an_inf_below_a_long_dead_run_of_adds(engine):
+    """A dead relu above thousands of ADDs whose bottom is inf * inf (tanh takes it to 1):
+    no run holding the inf is skipped (x.grad is inf * 0, nan), and backward does not rescan the
+    run at every ADD (it did, quadratically, before it kept what it had scanned)."""
+    results = []
+    for use_tape in (True, False):
+        x = engine.Value(math.inf)
+        cs = [engine.Value(1e-9) for _ in range(5000)]
+        v = (x * x).tanh()
+        for c in cs:
+            v = v + c
+        root = (v + -1e9).relu() + 1.0
+        if use_tape:
+            tape = engine.Tape(root)
+            tape.forward()
+            tape.backward()
+        else:
+            root.backward()
+        results.append([bits(x.grad)] + [bits(c.grad) for c in cs[::500]])
+    assert results[0] == results[1]
+    assert results[1][0] == "nan"

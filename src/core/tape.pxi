@@ -131,9 +131,9 @@ cdef inline double _run_chain(Instr* code, double* val, Py_ssize_t base, Py_ssiz
 cdef inline bint _zero_safe(int op) noexcept:
     """Does op, given a finite output and a grad of 0, add only zeros (+0.0 or -0.0) to its
     operands' grads? Its partials must then be finite (inf * 0 is nan): ADD's and RELU's
-    are 0 or 1, TANH's and SIGMOID's are bounded, and MUL's, FMA's and EXP's are factors
-    of a finite output (an inf factor makes the output inf or nan). POWC's, POW's and
-    LOG's can be inf where the output is finite (the slope of x ** 0.5 at 0)."""
+    are 0 or 1, TANH's and SIGMOID's are bounded, EXP's is its output, and MUL's and
+    FMA's are factors of a finite output (an inf factor makes the output inf or nan).
+    POWC's, POW's and LOG's can be inf where the output is finite (LOG's 1/x at 5e-324)."""
     return not (op == POWC or op == POW or op == LOG)
 
 
@@ -142,11 +142,39 @@ cdef inline bint _all_finite(const double* v, Py_ssize_t n) noexcept:
     top bit only when they are all set (inf and nan). An OR of integers, which gcc
     vectorises (a float sum would be a serial chain)."""
     cdef Py_ssize_t i
-    cdef const uint64_t* bits = <const uint64_t*>v
-    cdef uint64_t exponent = 0x7ff0000000000000ULL, one = 0x0010000000000000ULL, acc = 0
+    cdef uint64_t bits, acc = 0
     for i in range(n):
-        acc |= (bits[i] & exponent) + one
+        memcpy(&bits, v + i, sizeof(double))
+        acc |= (bits & 0x7ff0000000000000ULL) + 0x0010000000000000ULL
     return (acc >> 63) == 0
+
+
+cdef inline bint _run_finite(const double* out, Py_ssize_t j, Py_ssize_t k,
+                             _Finite* known) noexcept:
+    """Are the outputs j..k all finite? Backward asks with k going down and the outputs
+    fixed, so what one answer found serves the next: the stretch known finite grows down,
+    and a known inf or nan fails every run that holds it at once. Without that, a long run
+    of ADDs above an inf would be rescanned at every instruction (quadratic)."""
+    cdef Py_ssize_t i
+    if k < known.lo or k > known.hi:    # outside what is known: start afresh at k
+        if known.bad_below and k == known.lo - 1:
+            return False
+        known.hi = k
+        known.lo = k + 1
+        known.bad_below = False
+    if j >= known.lo:
+        return True
+    if known.bad_below:
+        return False
+    if _all_finite(out + j, known.lo - j):
+        known.lo = j
+        return True
+    i = known.lo - 1                    # the highest inf or nan: the lowest known-finite
+    while isfinite(out[i]):             # output is above it
+        i -= 1
+    known.lo = i + 1
+    known.bad_below = True
+    return False
 
 
 cdef inline void _use(int* last_use, Py_ssize_t i, Py_ssize_t n, Py_ssize_t k) noexcept:
@@ -203,7 +231,7 @@ cdef class Tape:
             self._plan(root, n, refs, mark)
             self._place(n, refs, mark)
             self._compile(n)
-            self._regions()
+            self._regions(refs)         # refs (n >= n_code ints) is free again: scratch
             self.root_slot = root._slot
         finally:
             _end_walk()
@@ -340,18 +368,18 @@ cdef class Tape:
                 self.checked[self.n_checked] = k
                 self.n_checked += 1
 
-    cdef int _regions(self) except -1:
+    cdef void _regions(self, int* last_use) noexcept:
         """chain[k]: how many instructions right after k are FMAs each adding to the output
-        of the one before. lo[k]: the lowest instruction of the run below k whose outputs feed only
-        instructions in the run or k itself. When k's grad is 0 and the run's ops are
-        zero-safe with finite outputs, so is the grad of every node in it, and everything
-        it passes down is a zero, which adds nothing to a grad: backward skips the run.
-        (A demo step: a dead relu's neuron sum, a met margin's whole sample; most of a
-        step's instructions at its start, 87% after five steps.) Runs nest, so each run is
-        found by jumping over the runs below it. (C only: the twin computes the zeros.)"""
+        of the one before. lo[k]: the lowest instruction of the run of zero-safe ones below
+        a zero-safe k whose outputs feed only instructions in the run or k itself. When k's
+        grad is 0 and the run's outputs are finite, so is the grad of every node in it, and
+        everything it passes down is a zero, which adds nothing to a grad: backward skips
+        the run (a dead relu's neuron sum, a met margin's whole sample: in the demo, most
+        of a step's instructions after its first step). Runs nest, so each is found by
+        jumping over the runs below it. last_use: scratch for n_code ints (the highest
+        instruction reading each one). (C only: the twin computes the zeros.)"""
         cdef Py_ssize_t k, s, base = self.n_leaves, n = self.n_code
         cdef Instr c
-        cdef int* last_use = <int*>_alloc(n, sizeof(int))  # highest instruction reading k
         for k in range(n):
             last_use[k] = n                 # read by none (the root): never in a run
         for k in range(n):
@@ -370,8 +398,6 @@ cdef class Tape:
                 while s > 0 and last_use[s - 1] <= k and _zero_safe(self.code[s - 1].op):
                     s = self.lo[s - 1]
             self.lo[k] = s
-        free(last_use)
-        return 0
 
     def __dealloc__(self):
         cdef Py_ssize_t s
@@ -549,6 +575,7 @@ cdef class Tape:
         cdef Instr c
         cdef PyObject* p
         cdef bint skip = True                   # may skip zero-grad runs (see _regions)
+        cdef _Finite known = _Finite(0, -1, False)  # nothing known yet
         _ready(self)
         _sync_tapes(self)
         for s in range(self.n_checked):         # raise before any grad changes
@@ -577,7 +604,7 @@ cdef class Tape:
         while k >= 0:
             j = lo[k]
             if (k - j >= SKIP_MIN and skip and grd[base + k] == 0.0
-                    and _all_finite(val + base + j, k - j + 1)):
+                    and _run_finite(val + base, j, k, &known)):
                 k = j - 1
             elif far:
                 k = _run_backward(code, k, base, val, grd, True)

@@ -108,10 +108,15 @@ cdef enum:
     PREFETCH_FROM = 1 << 17 # slots (1 MiB of doubles per array): smaller tapes stay in
                             # cache, where the prefetches would only add instructions
 
-# Tape.backward skips a zero-grad region only from this many instructions up: below, the
-# check's unpredictable branch costs more than the instructions it would skip.
+# Tape.backward tries to skip a zero-grad run only if it holds more than this many
+# instructions: below, the check's unpredictable branch costs more than what it would skip.
 cdef enum:
     SKIP_MIN = 8
+
+cdef struct _Finite:        # what Tape.backward knows of its outputs' finiteness
+    Py_ssize_t lo           # outputs lo..hi are finite (none known while lo > hi)
+    Py_ssize_t hi
+    bint bad_below          # and output lo - 1 is inf or nan
 
 ctypedef struct Instr:      # one Tape instruction, 16 bytes: a replay reads one stream
     int op                  # op code (FMA included)
@@ -155,8 +160,9 @@ cdef class Tape:
     cdef Py_ssize_t n_held      # entries in held
     cdef unsigned char* is_held # per slot: 1 if in held (sync leaves those alone: they are
                                 #   current, and the user may have changed them since)
-    cdef int* chain             # per FMA k: how many FMAs right after it add to its output,
-                                #   each to the one before (a neuron's sum), for forward
+    cdef int* chain             # per instruction k: how many FMAs right after it add to its
+                                #   output, each to the one before (a neuron's sum); read by
+                                #   forward at FMAs
     cdef int* lo                # per instruction k: backward may skip k down to lo[k] when
                                 #   k's grad is 0 (core/tape.pxi: _regions); lo[k] = k if not
     cdef int* checked           # instructions whose partials can raise (POWC, POW, LOG)
@@ -171,7 +177,7 @@ cdef class Tape:
     cdef int _plan(self, Value root, Py_ssize_t n, int* refs, unsigned char* mark) except -1
     cdef void _place(self, Py_ssize_t n, int* refs, unsigned char* mark) noexcept
     cdef void _compile(self, Py_ssize_t n) noexcept
-    cdef int _regions(self) except -1
+    cdef void _regions(self, int* last_use) noexcept
     cdef void _untag(self) noexcept
     cdef void _tag(self) noexcept
     cdef void _sync(self) noexcept
