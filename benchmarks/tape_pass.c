@@ -164,7 +164,7 @@ static void plan_chain(const Instr* code, long L, long n) {
             chain[k] = chain[k + 1] + 1;
 }
 
-/* Tape.forward's loop (core/tape.pxi) for the ops of prog, instructions [from, to); with
+/* Tape.forward's loop (core/tape.pxi, core/replay.pxi) for the ops of prog, instructions [from, to); with
    chains (the prog shape), a sum's FMAs run in their own loop (_run_chain), as in the Tape. */
 static void prog_forward(const Instr* code, double* val, long L, long from, long to) {
     double out = L + from ? val[L + from - 1] : 0.0, a;
@@ -197,7 +197,7 @@ static void prog_forward(const Instr* code, double* val, long L, long from, long
     }
 }
 
-/* _run_backward (core/tape.pxi) for the ops of prog: instruction k, and on down its chain
+/* _run_backward (core/replay.pxi) for the ops of prog: instruction k, and on down its chain
    of FMAs (not below from); returns the next instruction to run. */
 static long prog_step(const Instr* code, const double* val, double* grd, long L, long k, long from) {
     double g = grd[L + k], dx, dy, acc;

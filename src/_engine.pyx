@@ -16,6 +16,8 @@ the parts included below, each read next to its twin in ``micrograd/_pure/``:
                                       an assigned _backward, attributes
     core/node.pxi    _pure/node.py    the Value class; building nodes; pickling
     core/walk.pxi    _pure/walk.py    the topological walk and eager backward
+    core/replay.pxi  (none)           the Tape's inner loops: a sum's forward, the carry
+                                      and the zero-run skip in backward, prefetching
     core/tape.pxi    _pure/tape.py    Tape: record once, replay over dense arrays
     core/optim.pxi   _pure/optim.py   the optimizers' per-parameter loops (micrograd.optim)
 """
@@ -38,6 +40,7 @@ include "core/alloc.pxi"
 include "core/extras.pxi"
 include "core/node.pxi"
 include "core/walk.pxi"
+include "core/replay.pxi"
 include "core/tape.pxi"
 include "core/optim.pxi"
 

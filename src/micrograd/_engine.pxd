@@ -102,7 +102,7 @@ cdef struct _Buf:           # a growable C array of node pointers (core/walk.pxi
     PyObject** items        # borrowed pointers, unless the owner (a Tape) increfs them
     Py_ssize_t cap          # allocated length of items
 
-# Replay prefetches on tapes whose slots exceed the caches (core/tape.pxi: _prefetch).
+# Replay prefetches on tapes whose slots exceed the caches (core/replay.pxi: _prefetch).
 cdef enum:
     PREFETCH = 16           # instructions ahead
     PREFETCH_FROM = 1 << 17 # slots (1 MiB of doubles per array): smaller tapes stay in
