@@ -512,23 +512,30 @@ def big_dag(V, xs, n):
     return z
 
 
+def replays_equal_eager(build, xs, tape, inputs):
+    """Replay tape (recorded from build(V, xs, 150_000)) at each list of inputs; each time
+    the same loss and leaf grads, bit for bit, as an eager rebuild."""
+    V = _engine.Value
+    for new in inputs:
+        for v, x in zip(xs, new):
+            v.data, v.grad = x, 0.0
+        loss = tape.forward()
+        tape.backward()
+        fresh = [V(x) for x in new]
+        root = build(V, fresh, 150_000)
+        root.backward()
+        assert loss == root.data
+        assert [v.grad for v in xs] == [v.grad for v in fresh]
+
+
 def test_replay_of_a_tape_bigger_than_the_caches_equals_eager():
     """Over PREFETCH_FROM slots a replay prefetches: the same floats as eager."""
     V = _engine.Value
     xs = [V(0.1 * i - 0.4) for i in range(9)]
     tape = _engine.Tape(big_dag(V, xs, 150_000))
     assert len(tape) > 1 << 17 and tape.n_instructions < len(tape) - len(xs)   # fused
-    for trial in range(2):
-        new = [0.13 * i - 0.5 + 0.01 * trial for i in range(9)]
-        for v, x in zip(xs, new):
-            v.data, v.grad = x, 0.0
-        loss = tape.forward()
-        tape.backward()
-        fresh = [V(x) for x in new]
-        root = big_dag(V, fresh, 150_000)
-        root.backward()
-        assert loss == root.data
-        assert [v.grad for v in xs] == [v.grad for v in fresh]
+    replays_equal_eager(big_dag, xs, tape,
+                        [[0.13 * i - 0.5 + 0.01 * trial for i in range(9)] for trial in range(2)])
 
 
 def neuron_sums(V, xs, n):
@@ -549,17 +556,8 @@ def test_neuron_sums_of_a_tape_bigger_than_the_caches_equal_eager():
     xs = [V(0.05 * i - 0.6) for i in range(40)]
     tape = _engine.Tape(neuron_sums(V, xs, 150_000))
     assert len(tape) > 1 << 17
-    for trial in range(2):
-        new = [0.07 * i - 1.0 - 0.3 * trial for i in range(40)]
-        for v, x in zip(xs, new):
-            v.data, v.grad = x, 0.0
-        loss = tape.forward()
-        tape.backward()
-        fresh = [V(x) for x in new]
-        root = neuron_sums(V, fresh, 150_000)
-        root.backward()
-        assert loss == root.data
-        assert [v.grad for v in xs] == [v.grad for v in fresh]
+    replays_equal_eager(neuron_sums, xs, tape,
+                        [[0.07 * i - 1.0 - 0.3 * trial for i in range(40)] for trial in range(2)])
 
 
 # 3 steps: the same runs test_upstream.py compares with upstream's first steps (cached)

@@ -30,22 +30,31 @@ def dead_neurons(V, xs, w_bad=None):
     return root, [p for row in ws for p in row], sums
 
 
-def run(engine, values, old_grad=0.0, w_bad=None):
-    """The Tape's grads and eager's for the same graph and leaf grads."""
+def replayed_and_eager(engine, build):
+    """build() makes a graph and returns (root, the nodes to read): their grads (bits)
+    after a Tape's forward and backward, and after eager backward on a second build."""
     results = []
     for use_tape in (True, False):
-        xs = [engine.Value(v) for v in values]
-        root, params, held = dead_neurons(engine.Value, xs, w_bad)
-        for v in xs + params:
-            v.grad = old_grad
+        root, watched = build()
         if use_tape:
             tape = engine.Tape(root)
             tape.forward()
             tape.backward()
         else:
             root.backward()
-        results.append([bits(v.grad) for v in xs + params + held])
+        results.append([bits(v.grad) for v in watched])
     return results
+
+
+def run(engine, values, old_grad=0.0, w_bad=None):
+    """The Tape's grads and eager's for the same graph and leaf grads."""
+    def build():
+        xs = [engine.Value(v) for v in values]
+        root, params, held = dead_neurons(engine.Value, xs, w_bad)
+        for v in xs + params:
+            v.grad = old_grad
+        return root, xs + params + held
+    return replayed_and_eager(engine, build)
 
 
 @pytest.mark.parametrize("old_grad", [0.0, -0.0, 1.5])
@@ -68,19 +77,12 @@ def test_an_inf_or_nan_under_a_dead_relu_makes_eagers_nan_grads(engine, bad, x0)
 def test_a_log_under_a_dead_relu_passes_its_inf_slope(engine):
     """log's slope 1/x overflows to inf at the smallest float, where log is finite: times
     a zero grad, nan. LOG is never inside a skipped run."""
-    results = []
-    for use_tape in (True, False):
+    def build():
         x = engine.Value(5e-324)
         ws = [engine.Value(0.25 * i) for i in range(10)]
         s = sum((w * x.log() for w in ws), engine.Value(-1e6))
-        root = s.relu() + 1.0
-        if use_tape:
-            tape = engine.Tape(root)
-            tape.forward()
-            tape.backward()
-        else:
-            root.backward()
-        results.append([bits(v.grad) for v in [x] + ws])
+        return s.relu() + 1.0, [x] + ws
+    results = replayed_and_eager(engine, build)
     assert results[0] == results[1]
     assert results[1][0] == "nan"
 
@@ -158,21 +160,14 @@ def test_sums_whose_acc_is_a_factor_replay_as_eager(engine, seed):
 def test_an_inf_below_a_long_dead_run_of_adds(engine):
     """A dead relu above thousands of ADDs whose bottom is inf * inf (tanh takes it to 1):
     no run holding the inf is skipped (x.grad is inf * 0, nan), and backward does not rescan the
-    run at every ADD (it did, quadratically, before it kept what it had scanned)."""
-    results = []
-    for use_tape in (True, False):
+    run at every ADD (_run_finite keeps what it has scanned: else the work is quadratic)."""
+    def build():
         x = engine.Value(math.inf)
         cs = [engine.Value(1e-9) for _ in range(5000)]
         v = (x * x).tanh()
         for c in cs:
             v = v + c
-        root = (v + -1e9).relu() + 1.0
-        if use_tape:
-            tape = engine.Tape(root)
-            tape.forward()
-            tape.backward()
-        else:
-            root.backward()
-        results.append([bits(x.grad)] + [bits(c.grad) for c in cs[::500]])
+        return (v + -1e9).relu() + 1.0, [x] + cs[::500]
+    results = replayed_and_eager(engine, build)
     assert results[0] == results[1]
     assert results[1][0] == "nan"
