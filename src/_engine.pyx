@@ -18,6 +18,8 @@ the parts included below, each read next to its twin in ``micrograd/_pure/``:
     core/walk.pxi    _pure/walk.py    the topological walk and eager backward
     core/replay.pxi  (none)           the Tape's inner loops: a sum's forward, the carry
                                       and the zero-run skip in backward, prefetching
+    core/blocks.pxi  (none)           the Tape's dense-layer blocks: a layer's neurons
+                                      replayed side by side
     core/tape.pxi    _pure/tape.py    Tape: record once, replay over dense arrays
     core/optim.pxi   _pure/optim.py   the optimizers' per-parameter loops (micrograd.optim)
 """
@@ -41,6 +43,7 @@ include "core/extras.pxi"
 include "core/node.pxi"
 include "core/walk.pxi"
 include "core/replay.pxi"
+include "core/blocks.pxi"
 include "core/tape.pxi"
 include "core/optim.pxi"
 

@@ -110,6 +110,9 @@ cdef class Tape:
             self._place(n, refs, mark)
             self._compile(n)
             self._regions(refs)         # refs (n >= n_code ints) is free again: scratch
+            memset(mark, 0, n)          # so is mark (n slots)
+            _find_blocks(self.code, self.chain, self.blk, self.n_code, self.n_leaves,
+                         self.n_leaves + self.n_ops, mark)
             self.root_slot = root._slot
         finally:
             _end_walk()
@@ -174,6 +177,7 @@ cdef class Tape:
         self.checked = <int*>_alloc(self.n_code, sizeof(int))
         self.lo = <int*>_alloc(self.n_code, sizeof(int))
         self.chain = <int*>_alloc(self.n_code, sizeof(int))
+        self.blk = <int*>_alloc(self.n_code, sizeof(int))
         self._nodes = <PyObject**>_alloc(n, sizeof(PyObject*))
         return 0
 
@@ -299,6 +303,7 @@ cdef class Tape:
         free(self.checked)
         free(self.lo)
         free(self.chain)
+        free(self.blk)
 
     cdef void _untag(self) noexcept:
         """Clear TAPED on this tape's op nodes, keeping it where another tape has them."""
@@ -390,6 +395,7 @@ cdef class Tape:
         cdef double* val = self.spare
         cdef Instr* code = self.code
         cdef int* chain = self.chain
+        cdef int* blk = self.blk
         cdef Instr c
         cdef double a, out
         _ready(self)
@@ -411,6 +417,10 @@ cdef class Tape:
                 c = code[k]
                 a = out if c.x == base + k - 1 else val[c.x]
                 if c.op >= FMA:
+                    if blk[k] > 0:
+                        k += _block_forward(code, chain, blk, val, base, k)
+                        out = val[base + k - 1]
+                        continue
                     out = a + val[c.y] * val[c.z]
                     val[base + k] = out
                     m = chain[k]
@@ -426,6 +436,10 @@ cdef class Tape:
                 c = code[k]
                 a = out if c.x == base + k - 1 else val[c.x]
                 if c.op >= FMA:
+                    if blk[k] > 0:
+                        k += _block_forward(code, chain, blk, val, base, k)
+                        out = val[base + k - 1]
+                        continue
                     out = a + val[c.y] * val[c.z]
                     val[base + k] = out
                     m = chain[k]
@@ -450,6 +464,7 @@ cdef class Tape:
         cdef double* grd = self.grd
         cdef Instr* code = self.code
         cdef int* lo = self.lo
+        cdef int* blk = self.blk
         cdef Instr c
         cdef PyObject* p
         cdef bint skip = True                   # may skip zero-grad runs (see _regions)
@@ -480,6 +495,9 @@ cdef class Tape:
         grd[self.root_slot] = 1.0
         k = self.n_code - 1
         while k >= 0:
+            if blk[k] < 0:                      # a block's activation (core/blocks.pxi)
+                k = _block_backward(code, self.chain, blk, val, grd, base, -blk[k] - 1, k, skip)
+                continue
             j = lo[k]
             if (k - j >= SKIP_MIN and skip and grd[base + k] == 0.0
                     and _run_finite(val + base, j, k, &known)):
@@ -535,6 +553,14 @@ cdef class Tape:
         _ready(self)
         return [(self.code[k].op, self.code[k].x, self.code[k].y, self.code[k].z)
                 for k in range(self.n_code)]
+
+    def _blocks(self):
+        """The dense-layer blocks a replay runs together: (first instruction, neurons,
+        FMAs per neuron, instructions per neuron) each (core/blocks.pxi; for tests and benchmarks)."""
+        _ready(self)
+        return [(k, self.blk[k], self.chain[k] + 1, _block_stride(self.blk, self.chain, k))
+                for k in range(self.n_code)
+                if self.blk[k] > 0]
 
     @property
     def n_instructions(self):

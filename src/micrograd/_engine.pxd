@@ -113,6 +113,12 @@ cdef enum:
 cdef enum:
     SKIP_MIN = 8
 
+# Blocks: a dense layer's neurons replayed together (core/blocks.pxi).
+cdef enum:
+    BLOCK_MAX = 1024        # most FMAs per neuron (inputs) in a block: its buffers are on
+                            # the C stack (16 KiB)
+    BLOCK_WAYS = 4          # sums run side by side: chains of adds in flight at once
+
 cdef struct _Finite:        # what Tape.backward knows of its outputs' finiteness
     Py_ssize_t lo           # outputs lo..hi are finite (none known while lo > hi)
     Py_ssize_t hi
@@ -163,6 +169,9 @@ cdef class Tape:
     cdef int* chain             # per instruction k: how many FMAs right after it add to its
                                 #   output, each to the one before (a neuron's sum); read by
                                 #   forward at FMAs
+    cdef int* blk               # per instruction: m at the start of a block of m neurons,
+                                #   -(start + 1) at each of its activations, else 0
+                                #   (core/blocks.pxi)
     cdef int* lo                # per instruction k: backward may skip k down to lo[k] when
                                 #   k's grad is 0 (core/tape.pxi: _regions); lo[k] = k if not
     cdef int* checked           # instructions whose partials can raise (POWC, POW, LOG)

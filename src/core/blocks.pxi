@@ -1,0 +1,261 @@
+# Blocks: a dense layer's neurons, found in a Tape's program and replayed together.
+# C only: the twin (micrograd/_pure/tape.py) runs the same arithmetic one instruction at a
+# time; every value and grad is the same float.
+#
+# A block is m >= 2 neurons recorded one after the other: each a sum of L FMAs over the
+# same inputs (z) with weights of its own (y), followed by one unary op on the sum (its
+# activation):  sum_0, act_0, sum_1, act_1, ...  (a layer's neurons but the first, which
+# the walk records interleaved with the layer below). One at a time, each sum is a serial
+# chain of adds that decodes an instruction per FMA; a block runs BLOCK_WAYS sums at once,
+# each FMA a load, a multiply and an add, so the CPU has that many chains in flight.
+#
+# Reordering is safe because nothing else runs between the block's instructions and the
+# block reads only slots written before it. Backward adds to each slot in the order the
+# instruction-at-a-time loop would: the inputs' grads sum the neurons top down, as the
+# loop does, and the inputs, the weights and the sums' starts (biases) are distinct
+# slots (_block_distinct), so no two of those sequences interleave.
+
+
+cdef bint _tail_reads(Instr c, Py_ssize_t a, Py_ssize_t j, Py_ssize_t stride,
+                      Py_ssize_t L, Py_ssize_t base, Py_ssize_t n) noexcept:
+    """Is c, the instruction after neuron j's activation, its tail: does it read the
+    activation, and may it still run after the whole block? Its other operands: slots
+    written before the block, constants, or an earlier neuron's tail."""
+    cdef int o, i
+    cdef bint reads = False
+    cdef int ops[3]
+    ops[0] = c.x
+    ops[1] = c.y
+    ops[2] = c.z if c.op == FMA else c.y
+    for i in range(3):
+        o = ops[i] - base - a           # as an instruction of the block
+        if o == j * stride + L:
+            reads = True
+        elif o >= 0 and ops[i] < base + n and (o % stride != L + 1 or o // stride >= j):
+            return False
+    return reads
+
+
+cdef Py_ssize_t _block_sums(Instr* code, int* chain, Py_ssize_t a, Py_ssize_t n,
+                            Py_ssize_t base, Py_ssize_t zero, Py_ssize_t* stride) noexcept:
+    """How many neurons of one block follow each other from instruction a (an FMA).
+    stride: L + 1, or L + 2 if each activation is followed by a tail: an instruction of
+    the next layer that reads it (the walk records a neuron of the layer above as it
+    reaches each of its inputs), run after the block."""
+    cdef Py_ssize_t L = chain[a] + 1, s = a, i, m = 0, w
+    cdef Py_ssize_t before = base + a       # slots written before the block
+    cdef Instr c
+    if L < 2 or L > BLOCK_MAX:
+        return 0
+    w = L + 2 if a + L + 1 < n and _tail_reads(code[a + L + 1], a, 0, L + 2, L, base, n) else L + 1
+    stride[0] = w
+    while s + w <= n and code[s].op == FMA and chain[s] == L - 1 and code[s].x < before:
+        c = code[s + L]                     # the activation: a unary op on this sum
+        if c.op == FMA or c.x != base + s + L - 1 or c.y != zero:
+            break
+        if w == L + 2 and not _tail_reads(code[s + L + 1], a, m, w, L, base, n):
+            break
+        for i in range(L):
+            c = code[s + i]
+            if c.y >= before or c.z >= before or c.z != code[a + i].z:
+                return m
+        m += 1
+        s += w
+    return m
+
+
+cdef bint _block_distinct(Instr* code, Py_ssize_t a, Py_ssize_t m, Py_ssize_t L,
+                          Py_ssize_t w, Py_ssize_t before, unsigned char* mark) noexcept:
+    """Are the inputs distinct slots, and inputs, weights, sums' starts and the tails'
+    operands from before the block four disjoint sets? mark: zeros, one per slot below
+    before; left zeros."""
+    cdef Py_ssize_t i, j, s
+    cdef bint ok = True
+    cdef Instr t
+    for i in range(L):
+        ok &= mark[code[a + i].z] == 0
+        mark[code[a + i].z] = 1
+    for j in range(m):
+        s = a + j * w
+        for i in range(L):
+            ok &= mark[code[s + i].y] != 1
+            mark[code[s + i].y] |= 2
+    for j in range(m):
+        ok &= mark[code[a + j * w].x] == 0
+    for j in range(m):
+        mark[code[a + j * w].x] = 4
+    if w == L + 2:
+        for j in range(m):
+            t = code[a + j * w + L + 1]
+            ok &= (t.x >= before or mark[t.x] == 0) and (t.y >= before or mark[t.y] == 0)
+            if t.op == FMA:
+                ok &= t.z >= before or mark[t.z] == 0
+    for j in range(m):
+        s = a + j * w
+        mark[code[s].x] = 0
+        for i in range(L):
+            mark[code[s + i].y] = 0
+            mark[code[s + i].z] = 0
+    return ok
+
+
+cdef void _find_blocks(Instr* code, int* chain, int* blk, Py_ssize_t n, Py_ssize_t base,
+                       Py_ssize_t zero, unsigned char* mark) noexcept:
+    """blk[a] = m at the first instruction of a block of m neurons; blk[t] = -(a + 1) at
+    each of its activations and tails t, where backward may enter it. Visits the
+    instructions as forward does (a sum at a time), so forward meets every block at its
+    start."""
+    cdef Py_ssize_t k = 0, m, j, L, w
+    while k < n:
+        if code[k].op != FMA:
+            k += 1
+            continue
+        L = chain[k] + 1
+        m = _block_sums(code, chain, k, n, base, zero, &w)
+        if m >= 2 and _block_distinct(code, k, m, L, w, base + k, mark):
+            blk[k] = m
+            for j in range(m):
+                blk[k + j * w + L] = -(k + 1)
+                if w == L + 2:
+                    blk[k + j * w + L + 1] = -(k + 1)
+            k += m * w
+        else:
+            k += L
+
+
+cdef inline Py_ssize_t _block_stride(int* blk, int* chain, Py_ssize_t a) noexcept:
+    """A block's instructions per neuron: L + 2 if its neurons have tails, else L + 1
+    (after neuron 0's activation comes its tail, or neuron 1's first FMA)."""
+    cdef Py_ssize_t L = chain[a] + 1
+    return L + 2 if blk[a + L + 1] < 0 else L + 1
+
+
+cdef inline void _sums_forward(Instr* e, double* o, double* x, Py_ssize_t stride,
+                               Py_ssize_t L, const double* val, Py_ssize_t w) noexcept:
+    """Forward of w (2 or 4: BLOCK_WAYS) sums side by side, the first at instruction e,
+    writing each partial sum to o (the first sum's outputs); x: the inputs' values."""
+    cdef Py_ssize_t i
+    cdef Instr* e1 = e + stride
+    cdef Instr* e2 = e1 + stride
+    cdef Instr* e3 = e2 + stride
+    cdef double* o1 = o + stride
+    cdef double* o2 = o1 + stride
+    cdef double* o3 = o2 + stride
+    cdef double s0 = val[e.x], s1 = val[e1.x], s2, s3
+    if w == 4:
+        s2 = val[e2.x]
+        s3 = val[e3.x]
+        for i in range(L):
+            s0 = s0 + val[e[i].y] * x[i]
+            s1 = s1 + val[e1[i].y] * x[i]
+            s2 = s2 + val[e2[i].y] * x[i]
+            s3 = s3 + val[e3[i].y] * x[i]
+            o[i] = s0
+            o1[i] = s1
+            o2[i] = s2
+            o3[i] = s3
+    else:
+        for i in range(L):
+            s0 = s0 + val[e[i].y] * x[i]
+            s1 = s1 + val[e1[i].y] * x[i]
+            o[i] = s0
+            o1[i] = s1
+
+
+cdef Py_ssize_t _block_forward(Instr* code, int* chain, int* blk, double* val,
+                               Py_ssize_t base, Py_ssize_t a) except -1:
+    """Forward of the block of m neurons at instruction a; returns its length in
+    instructions. Groups of BLOCK_WAYS sums; a last group that does not fill up starts
+    earlier and recomputes sums already done (the same floats again): no one-sum tail,
+    which would be one serial chain."""
+    cdef double x[BLOCK_MAX]
+    cdef Py_ssize_t i, j, t, tail, m = blk[a], L = chain[a] + 1
+    cdef Py_ssize_t stride = _block_stride(blk, chain, a)
+    cdef double act, out
+    cdef Py_ssize_t w = BLOCK_WAYS if m >= BLOCK_WAYS else 2
+    cdef Instr c
+    for i in range(L):
+        x[i] = val[code[a + i].z]
+    j = 0
+    while j < m:
+        if j + w > m:
+            j = m - w
+        _sums_forward(code + a + j * stride, val + base + a + j * stride, x, stride, L,
+                      val, w)
+        j += w
+    tail = -1                               # the last tail's slot and output: the next
+    out = 0.0                               # tail's acc, when it adds to it (a register,
+    for j in range(m):                      # not a store and a reload on the tails' chain)
+        t = a + j * stride + L
+        c = code[t]                         # the activation, then its tail
+        act = _relu(val[c.x]) if c.op == RELU else _forward(c.op, val[c.x], val[c.y])
+        val[base + t] = act
+        if stride == L + 2:
+            c = code[t + 1]
+            if c.op == FMA:
+                out = (out if c.x == tail else val[c.x]) + val[c.y] * val[c.z]
+            else:
+                out = _forward(c.op, out if c.x == tail else val[c.x], val[c.y])
+            tail = base + t + 1
+            val[tail] = out
+    return m * stride
+
+
+cdef Py_ssize_t _block_backward(Instr* code, int* chain, int* blk, double* val, double* grd,
+                                Py_ssize_t base, Py_ssize_t a, Py_ssize_t k,
+                                bint skip) noexcept:
+    """Backward of the block at instruction a from its activation or tail at k down (k is
+    below the last one when backward skipped what was above); returns a - 1. Tails first,
+    then activations, then sums, each top down. A sum whose grad is 0 and
+    whose output is finite (then so is each partial sum and factor: an inf or nan
+    carries up a sum) is skipped, as Tape.backward skips a zero-grad run (skip: no leaf's
+    grad is -0.0)."""
+    cdef double x[BLOCK_MAX]
+    cdef double gz[BLOCK_MAX]               # the inputs' grads, summed top down
+    cdef double dx, dy, g, gp
+    cdef Py_ssize_t i, j, s, t, L = chain[a] + 1
+    cdef Py_ssize_t stride = _block_stride(blk, chain, a), top = (k - a) // stride
+    cdef Instr c
+    cdef Instr* e
+    if stride == L + 2:
+        for j in range(top if (k - a) % stride == L + 1 else top - 1, -1, -1):
+            t = a + j * stride + L + 1
+            c = code[t]
+            g = grd[base + t]
+            if c.op == FMA:                 # as in _run_backward
+                grd[c.x] += g
+                grd[c.y] += val[c.z] * g
+                grd[c.z] += val[c.y] * g
+            else:
+                _partials(c.op, val[c.x], val[c.y], val[base + t], &dx, &dy)
+                grd[c.x] += dx * g
+                grd[c.y] += dy * g
+    for j in range(top, -1, -1):            # activations: each passes its grad to its sum
+        t = a + j * stride + L
+        c = code[t]
+        _partials(c.op, val[c.x], val[c.y], val[base + t], &dx, &dy)
+        grd[c.x] += dx * grd[base + t]
+        grd[c.y] += dy * grd[base + t]      # lands in the constant 0.0's slot
+    for i in range(L):
+        x[i] = val[code[a + i].z]
+        gz[i] = grd[code[a + i].z]
+    for j in range(top, -1, -1):
+        s = a + j * stride
+        e = code + s
+        g = grd[base + s + L - 1]           # the sum's grad
+        if skip and g == 0.0 and isfinite(val[base + s + L - 1]):
+            continue
+        # Each FMA passes its grad to acc (0 + g), and so on down: every partial sum's
+        # grad is gp, but the top FMA passes g itself to its factors.
+        gp = g + 0.0
+        grd[e[L - 1].y] += x[L - 1] * g
+        gz[L - 1] += val[e[L - 1].y] * g
+        for i in range(L - 1):
+            grd[base + s + i] = gp
+        for i in range(L - 2, -1, -1):
+            grd[e[i].y] += x[i] * gp
+            gz[i] += val[e[i].y] * gp
+        grd[e.x] += gp                      # the sum's start (a bias)
+    for i in range(L):
+        grd[code[a + i].z] = gz[i]
+    return a - 1

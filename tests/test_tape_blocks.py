@@ -1,0 +1,269 @@
+"""A Tape replays a dense layer's neurons together (core/blocks.pxi): every node's data and
+grad stay the floats eager gives, bit for bit and sign of zero included.
+
+The block runs its sums side by side and its activations and tails (the next layer's
+FMAs that read them) after all of them; backward adds to each slot in eager's order only
+because inputs, weights, biases and the tails' other operands are distinct slots. The
+tests that break one of those conditions check that no block is formed and that the
+results still equal eager's; the twin runs no blocks, so it keeps them honest about
+what eager gives.
+"""
+import math
+import random
+
+import pytest
+
+from micrograd import _engine
+from micrograd import demo as _demo
+
+from test_tape import replays_equal_eager
+
+
+def bits(x):
+    return (math.copysign(1.0, x), x) if x == x else "nan"
+
+
+def layer(V, xs, ws, bs, act="relu"):
+    """One dense layer as nn.Neuron writes it: sum(w*x, b), then the activation."""
+    return [getattr(sum((w * x for w, x in zip(row, xs)), b), act)() for row, b in zip(ws, bs)]
+
+
+def params(V, rng, n_in, n_out, scale=1.0, low=None):
+    """Weights (a row per neuron) and biases, uniform in [low, scale] (low: -scale)."""
+    low = -scale if low is None else low
+    return ([[V(rng.uniform(low, scale)) for _ in range(n_in)] for _ in range(n_out)],
+            [V(rng.uniform(low, scale)) for _ in range(n_out)])
+
+
+def mlp_graph(V, seed, sizes, acts, n_samples=3, special=None, low=None):
+    """Samples through a stack of layers, their outputs summed: (root, every node but the
+    root, the leaves). special: (sample, input, value) put into one input; low: the first
+    layer's lowest weight."""
+    rng = random.Random(seed)
+    layers = [params(V, rng, a, b, low=low if i == 0 else None)
+              for i, (a, b) in enumerate(zip(sizes, sizes[1:]))]
+    nodes, leaves = [], [p for ws, bs in layers for row in ws for p in row] + \
+        [b for _, bs in layers for b in bs]
+    total = V(0.0)
+    for s in range(n_samples):
+        h = [V(rng.uniform(-2, 2)) for _ in range(sizes[0])]
+        if special and special[0] == s:
+            h[special[1]].data = special[2]
+        leaves += h
+        for (ws, bs), act in zip(layers, acts):
+            h = layer(V, h, ws, bs, act)
+            nodes += h
+        total = total + sum(h)
+    return total, nodes, leaves
+
+
+def replay_and_eager(engine, build, leaf_grad=0.0):
+    """[data and grad bits of every node and leaf] after a Tape's replay (forward twice,
+    as a training loop would) and after eager backward on a second build."""
+    out = []
+    for use_tape in (True, False):
+        root, nodes, leaves = build(engine.Value)
+        for v in leaves:
+            v.grad = leaf_grad
+        if use_tape:
+            tape = engine.Tape(root)
+            tape.forward()
+            tape.forward()
+            tape.backward()
+            list(tape.nodes)                # write every node back: read them all
+        else:
+            root.backward()
+        out.append([(bits(v.data), bits(v.grad)) for v in [root] + nodes + leaves])
+    return out
+
+
+def blocks_of(build):
+    return _engine.Tape(build(_engine.Value)[0])._blocks()
+
+
+def test_an_mlp_step_replays_its_layers_as_blocks():
+    """The demo's MLP(2, [16, 16, 1]): per sample a block of 16 two-input neurons whose
+    tails are the second layer's first sum, and one of its other 15 neurons whose tails
+    are the output neuron's sum."""
+    X, y = _demo.moons()
+    model = _demo.nn_module(_engine.Value).MLP(2, [16, 16, 1])
+    tape = _engine.Tape(_demo.notebook_loss(_engine.Value, model, X, y)[0])
+    found = tape._blocks()
+    assert len(found) == 200
+    assert {b[1:] for b in found} == {(16, 2, 4), (15, 16, 18)}
+
+
+@pytest.mark.parametrize("sizes, acts", [
+    ([2, 16, 16, 1], ["relu", "relu", "relu"]),
+    ([3, 5, 4, 2], ["tanh", "relu", "sigmoid"]),
+    ([4, 2, 3], ["exp", "tanh"]),
+    ([7, 9, 1], ["relu", "tanh"]),
+])
+@pytest.mark.parametrize("seed", range(3))
+def test_layers_replay_as_eager(engine, sizes, acts, seed):
+    build = lambda V: mlp_graph(V, seed, sizes, acts)   # noqa: E731
+    if engine is _engine:
+        assert blocks_of(build)
+    ours, eager = replay_and_eager(engine, build)
+    assert ours == eager
+
+
+@pytest.mark.parametrize("leaf_grad", [0.0, -0.0, 2.5])
+def test_dead_neurons_in_a_block_keep_eagers_signed_zeros(engine, leaf_grad):
+    """Negative first-layer weights kill most relus: their sums are skipped, as zero-grad
+    runs are, unless a leaf's grad is -0.0."""
+    build = lambda V: mlp_graph(V, 4, [3, 8, 8, 1], ["relu"] * 3, low=-3.0)  # noqa: E731
+    ours, eager = replay_and_eager(engine, build, leaf_grad)
+    assert ours == eager
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan, 1e308, 5e-324, -0.0])
+@pytest.mark.parametrize("where", [0, 2])
+def test_an_inf_or_nan_input_gives_eagers_grads(engine, value, where):
+    """inf * 0 is nan: a dead neuron whose sum is not finite is never skipped."""
+    build = lambda V: mlp_graph(V, 2, [3, 6, 5, 1], ["relu"] * 3, special=(1, where, value))  # noqa: E731
+    ours, eager = replay_and_eager(engine, build)
+    assert ours == eager
+
+
+def shared_slots(kind):
+    """A layer of 4 neurons over 5 inputs where two roles share a node: a build for
+    replay_and_eager. Backward's order would change for the shared node in a block."""
+    def build(V):
+        rng = random.Random(3)
+        xs = [V(rng.uniform(-2, 2)) for _ in range(5)]
+        ws, bs = params(V, rng, 5, 4)
+        if kind == "weight is an input":
+            ws[2][1] = xs[3]
+        elif kind == "bias is an input":
+            bs[1] = xs[0]
+        elif kind == "bias is a weight":
+            bs[3] = ws[0][2]
+        elif kind == "input twice":
+            xs[4] = xs[1]
+        elif kind == "tail reads a weight":
+            pass
+        acts = layer(V, xs, ws, bs, "tanh")
+        if kind == "tail reads a weight":     # the next sum's weights include a weight
+            top = sum((w * a for w, a in zip([ws[0][0], V(0.3), V(-0.7), V(1.1)], acts)), V(0.2))
+        else:
+            top = sum((V(0.1 * i - 0.2) * a for i, a in enumerate(acts)), V(0.2))
+        root = top.tanh() * V(1.7) + top
+        return root, acts + [top], xs + [p for row in ws for p in row] + bs
+    return build
+
+
+@pytest.mark.parametrize("kind", ["weight is an input", "bias is an input",
+                                  "bias is a weight", "input twice", "tail reads a weight"])
+def test_a_node_in_two_roles_keeps_its_neurons_out_of_blocks(engine, kind):
+    build = shared_slots(kind)
+    if engine is _engine:                   # the same layer, no node shared: one block
+        assert [b[1] for b in blocks_of(shared_slots("none"))] == [4]
+        assert [b[1] for b in blocks_of(build)] in ([], [2], [3])
+    ours, eager = replay_and_eager(engine, build)
+    assert ours == eager
+
+
+def test_a_layer_read_after_it_is_done_is_a_block_without_tails():
+    """Activations gathered first and added up after: the block's stride is L + 1."""
+    def build(V):
+        rng = random.Random(1)
+        xs = [V(rng.uniform(-1, 1)) for _ in range(6)]
+        ws, bs = params(V, rng, 6, 5)
+        acts = layer(V, xs, ws, bs, "relu")
+        root = acts[-1]
+        for a in reversed(acts[:-1]):       # a0 + (a1 + (...)): the walk reaches every
+            root = a + root                 # activation before any ADD
+        return root, acts, xs + [p for row in ws for p in row] + bs
+    assert [b[1:] for b in blocks_of(build)] == [(5, 6, 7)]
+    ours, eager = replay_and_eager(_engine, build)
+    assert ours == eager
+
+
+def test_neurons_wider_than_block_max_replay_one_at_a_time(engine):
+    def build(V):
+        return mlp_graph(V, 6, [1030, 3, 3], ["relu", "relu"], n_samples=1)
+    if engine is _engine:
+        assert [b[2] for b in blocks_of(build)] == [3]      # the second layer only
+    ours, eager = replay_and_eager(engine, build)
+    assert ours == eager
+
+
+def held_partials(V):
+    """A layer whose sums are written out term by term, the user holding each neuron's
+    sum after two terms (inside the block)."""
+    rng = random.Random(2)
+    xs = [V(rng.uniform(-1, 1)) for _ in range(4)]
+    ws, bs = params(V, rng, 4, 3)
+    held, acts = [], []
+    for row, b in zip(ws, bs):
+        s = b
+        for i, (w, x) in enumerate(zip(row, xs)):
+            s = s + w * x
+            if i == 1:
+                held.append(s)
+        acts.append(s.relu())
+    return sum(acts), held, xs + [p for row in ws for p in row] + bs
+
+
+def test_a_held_partial_sum_gets_its_replayed_data_and_grad(engine):
+    if engine is _engine:
+        assert blocks_of(held_partials)
+    ours, eager = replay_and_eager(engine, held_partials)
+    assert ours == eager
+
+
+def random_net(V, rng):
+    """A random stack of small layers, some of whose nodes play two roles, over random
+    (sometimes special) inputs, for the fuzz below."""
+    sizes = [rng.randint(1, 5) for _ in range(rng.randint(2, 4))]
+    acts = [rng.choice(["relu", "tanh", "sigmoid", "relu"]) for _ in sizes[1:]]
+    layers = [params(V, rng, a, b, scale=rng.choice([0.5, 3.0])) for a, b in zip(sizes, sizes[1:])]
+    leaves = [p for ws, _ in layers for row in ws for p in row] + [b for _, bs in layers for b in bs]
+    nodes = []
+    total = V(0.0)
+    for _ in range(rng.randint(1, 3)):
+        h = [V(rng.choice([rng.uniform(-2, 2), 0.0, -0.0, math.inf, math.nan]) if rng.random() < 0.1
+               else rng.uniform(-2, 2)) for _ in range(sizes[0])]
+        leaves += h
+        for (ws, bs), act in zip(layers, acts):
+            if rng.random() < 0.15 and h:   # a node in two roles
+                ws = [list(row) for row in ws]
+                ws[rng.randrange(len(ws))][rng.randrange(len(h))] = rng.choice(h + leaves[:3])
+            h = layer(V, h, ws, bs, act)
+            nodes += h
+        total = total + sum(h, V(rng.choice([0.0, -0.0])))
+    return total, nodes, leaves
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_fuzz_random_layer_stacks_replay_as_eager(engine, seed):
+    build = lambda V: random_net(V, random.Random(seed))    # noqa: E731
+    for leaf_grad in (0.0, -0.0):
+        ours, eager = replay_and_eager(engine, build, leaf_grad)
+        assert ours == eager
+
+
+def mlp_over_samples(V, ps, n):
+    """About n nodes: samples through MLP(2, [16, 16, 1]) whose 337 parameters are ps."""
+    it = iter(ps)
+    layers = [([[next(it) for _ in range(a)] for _ in range(b)], [next(it) for _ in range(b)])
+              for a, b in ((2, 16), (16, 16), (16, 1))]
+    total = V(0.0)
+    for s in range(n // 660):
+        h = [V(math.sin(s)), V(math.cos(3 * s))]
+        for ws, bs in layers:
+            h = layer(V, h, ws, bs)
+        total = total + h[0]
+    return total
+
+
+def test_blocks_of_a_tape_bigger_than_the_caches_replay_as_eager():
+    """Over PREFETCH_FROM slots forward and backward prefetch, blocks or not."""
+    V = _engine.Value
+    rng = random.Random(8)
+    ps = [V(rng.uniform(-1, 1)) for _ in range(337)]
+    tape = _engine.Tape(mlp_over_samples(V, ps, 150_000))
+    assert len(tape) > 1 << 17 and len(tape._blocks()) > 400
+    replays_equal_eager(mlp_over_samples, ps, tape,
+                        [[rng.uniform(-1, 1) for _ in ps] for trial in range(2)])
