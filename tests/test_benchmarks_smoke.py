@@ -120,8 +120,8 @@ def test_tape_floors_table(quick_run):
     has_cc = shutil.which(os.environ.get("CC", "cc")) is not None
     for part, cells in rows.items():
         assert cells[1] != "–" and (cells[4] != "–") == has_cc, (part, cells)
-        # the Tape's own loops in C, as recorded and batched by sample: every part but the
-        # optimizer's (which has none)
+        # the Tape's program in C, an instruction at a time and batched by sample: every part
+        # but the optimizer's (which has none)
         loops = has_cc and part != "optimizer step"
         assert (cells[2] != "–" and cells[5].endswith("×")) == loops, (part, cells)
         assert (cells[3] != "–" and cells[6].endswith("×")) == loops, (part, cells)

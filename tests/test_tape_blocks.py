@@ -267,3 +267,28 @@ def test_blocks_of_a_tape_bigger_than_the_caches_replay_as_eager():
     assert len(tape) > 1 << 17 and len(tape._blocks()) > 400
     replays_equal_eager(mlp_over_samples, ps, tape,
                         [[rng.uniform(-1, 1) for _ in ps] for trial in range(2)])
+
+
+def reused_partials(V):
+    """A layer whose second neuron's sum after two terms is also read elsewhere: its grad
+    is then more than its sum's (the block must not take it for granted)."""
+    rng = random.Random(6)
+    xs = [V(rng.uniform(-1, 1)) for _ in range(4)]
+    ws, bs = params(V, rng, 4, 4)
+    acts, partial = [], None
+    for j, (row, b) in enumerate(zip(ws, bs)):
+        s = b
+        for i, (w, x) in enumerate(zip(row, xs)):
+            s = s + w * x
+            if i == 1 and j == 1:
+                partial = s
+        acts.append(s.tanh())
+    root = sum(acts) + partial * V(3.0)
+    return root, acts + [partial], xs + [p for row in ws for p in row] + bs
+
+
+def test_a_partial_sum_read_elsewhere_keeps_its_neuron_out_of_blocks(engine):
+    if engine is _engine:
+        assert [b[1] for b in blocks_of(reused_partials)] == [2]    # neurons 2 and 3
+    ours, eager = replay_and_eager(engine, reused_partials)
+    assert ours == eager

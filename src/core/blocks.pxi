@@ -36,12 +36,15 @@ cdef bint _tail_reads(Instr c, Py_ssize_t a, Py_ssize_t j, Py_ssize_t stride,
     return reads
 
 
-cdef Py_ssize_t _block_sums(Instr* code, int* chain, Py_ssize_t a, Py_ssize_t n,
-                            Py_ssize_t base, Py_ssize_t zero, Py_ssize_t* stride) noexcept:
+cdef Py_ssize_t _block_sums(Instr* code, int* chain, int* last_use, Py_ssize_t a,
+                            Py_ssize_t n, Py_ssize_t base, Py_ssize_t zero,
+                            Py_ssize_t* stride) noexcept:
     """How many neurons of one block follow each other from instruction a (an FMA).
     stride: L + 1, or L + 2 if each activation is followed by a tail: an instruction of
     the next layer that reads it (the walk records a neuron of the layer above as it
-    reaches each of its inputs), run after the block."""
+    reaches each of its inputs), run after the block. last_use: the highest instruction
+    reading each one's output; a partial sum must be read only by the next FMA, or its
+    grad would be more than its sum's."""
     cdef Py_ssize_t L = chain[a] + 1, s = a, i, m = 0, w
     cdef Py_ssize_t before = base + a       # slots written before the block
     cdef Instr c
@@ -57,7 +60,8 @@ cdef Py_ssize_t _block_sums(Instr* code, int* chain, Py_ssize_t a, Py_ssize_t n,
             break
         for i in range(L):
             c = code[s + i]
-            if c.y >= before or c.z >= before or c.z != code[a + i].z:
+            if (c.y >= before or c.z >= before or c.z != code[a + i].z
+                    or (i < L - 1 and last_use[s + i] != s + i + 1)):
                 return m
         m += 1
         s += w
@@ -99,8 +103,8 @@ cdef bint _block_distinct(Instr* code, Py_ssize_t a, Py_ssize_t m, Py_ssize_t L,
     return ok
 
 
-cdef void _find_blocks(Instr* code, int* chain, int* blk, Py_ssize_t n, Py_ssize_t base,
-                       Py_ssize_t zero, unsigned char* mark) noexcept:
+cdef void _find_blocks(Instr* code, int* chain, int* last_use, int* blk, Py_ssize_t n,
+                       Py_ssize_t base, Py_ssize_t zero, unsigned char* mark) noexcept:
     """blk[a] = m at the first instruction of a block of m neurons; blk[t] = -(a + 1) at
     each of its activations and tails t, where backward may enter it. Visits the
     instructions as forward does (a sum at a time), so forward meets every block at its
@@ -111,7 +115,7 @@ cdef void _find_blocks(Instr* code, int* chain, int* blk, Py_ssize_t n, Py_ssize
             k += 1
             continue
         L = chain[k] + 1
-        m = _block_sums(code, chain, k, n, base, zero, &w)
+        m = _block_sums(code, chain, last_use, k, n, base, zero, &w)
         if m >= 2 and _block_distinct(code, k, m, L, w, base + k, mark):
             blk[k] = m
             for j in range(m):

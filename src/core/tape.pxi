@@ -109,9 +109,9 @@ cdef class Tape:
             self._plan(root, n, refs, mark)
             self._place(n, refs, mark)
             self._compile(n)
-            self._regions(refs)         # refs (n >= n_code ints) is free again: scratch
-            memset(mark, 0, n)          # so is mark (n slots)
-            _find_blocks(self.code, self.chain, self.blk, self.n_code, self.n_leaves,
+            self._regions(refs)         # refs (n >= n_code ints): each output's last use
+            memset(mark, 0, n)          # mark (n slots) is free again: scratch
+            _find_blocks(self.code, self.chain, refs, self.blk, self.n_code, self.n_leaves,
                          self.n_leaves + self.n_ops, mark)
             self.root_slot = root._slot
         finally:
@@ -258,8 +258,9 @@ cdef class Tape:
         everything it passes down is a zero, which adds nothing to a grad: backward skips
         the run (a dead relu's neuron sum, a met margin's whole sample: in the demo, most
         of a step's instructions after its first step). Runs nest, so each is found by
-        jumping over the runs below it. last_use: scratch for n_code ints (the highest
-        instruction reading each one). (C only: the twin computes the zeros.)"""
+        jumping over the runs below it. last_use: n_code ints, left holding the highest
+        instruction reading each one's output (n: none). (C only: the twin computes the
+        zeros.)"""
         cdef Py_ssize_t k, s, base = self.n_leaves, n = self.n_code
         cdef Instr c
         for k in range(n):
