@@ -359,7 +359,7 @@ def md_floors(R, m, paired_ratio):
 
 
 def md_tape_floors(R, m, paired_ratio):
-    """The Tape + optim step part by part against the same loops in bare C, against the
+    """The Tape + optim step part by part against its instruction-at-a-time loops in bare C, against the
     program batched by sample in bare C (the next design's floor), and against the
     hand-written C step; every ratio a median of per-round ratios (all of them are timed in
     the demo rounds)."""
@@ -379,17 +379,19 @@ def md_tape_floors(R, m, paired_ratio):
     import workers      # not at the top: workers imports this module
     n = next((r["instructions"] for r in R["demo"].get("tape-loops", []) if r), None)
     return ("The replayed step (its Tape + optim row) part by part; every column is timed in the "
-            "demo rounds, and every ratio is a median of per-round ratios. **The Tape's loops in C**: "
-            "`tape_pass.c` running the demo's own Tape program (" + (f"{n:,} instructions" if n
-            else "not run: " + R.get("loops_note", "")) + ") with the Tape's forward and "
-            "backward loops (zero-grad runs skipped as the Tape skips them) and no Python: the "
-            f"floor of replaying an instruction per node. Its leaves hold the model after "
+            "demo rounds, and every ratio is a median of per-round ratios. **An instruction at a time "
+            "in C**: `tape_pass.c` running the demo's own Tape program (" + (f"{n:,} instructions"
+            if n else "not run: " + R.get("loops_note", "")) + ") with the Tape's loops for one "
+            "instruction at a time (a sum's FMAs in a loop of their own, zero-grad runs skipped as "
+            "the Tape skips them) and no Python: the floor of replaying an instruction per node, "
+            "which the Tape's blocks (a dense layer's neurons run side by side) go below. Its "
+            f"leaves hold the model after "
             f"{workers.PROGRAM_STEP} training steps, the middle of the timed Tape + optim steps "
             "and of the C step's. "
             "**By sample in C**: the same program reordered by `by_sample.py` so that each "
             "instruction of the per-sample stretch runs for every sample in one loop (the reorder "
             "keeps the order of every sum, and the loops' results are checked bit for bit against "
-            "the Tape's loops; it skips nothing): the floor of a replay batched by sample. "
+            "the instruction-at-a-time loops; it skips nothing): the floor of a replay batched by sample. "
             "**Hand-written C**: `demo_step.c`, the same step on dense arrays with no graph.\n\n"
-            + table(["<part", "Tape + optim", "the Tape's loops in C", "by sample in C", "hand-written C",
-                     "Tape ÷ its loops", "by sample ÷ hand-written", "Tape ÷ hand-written"], rows))
+            + table(["<part", "Tape + optim", "an instruction at a time in C", "by sample in C",
+                     "hand-written C", "Tape ÷ an instruction at a time", "by sample ÷ hand-written", "Tape ÷ hand-written"], rows))

@@ -46,7 +46,7 @@ LABELS = {"cython": "micrograd-compiled (Cython)", "tape": "micrograd-compiled, 
           "floats": "nn.py's forward on plain floats (no autodiff)",
           "python": "micrograd-compiled, pure-Python twin", "upstream": "upstream micrograd 0.1.0",
           "upstream-nogc": "upstream 0.1.0, gc.disable()", "torch": "PyTorch, 0-d float64 tensors",
-          "c": "hand-written C (no autodiff)", "tape-loops": "the Tape's loops in C (tape_pass.c)",
+          "c": "hand-written C (no autodiff)", "tape-loops": "an instruction at a time in C (tape_pass.c)",
           "by-sample": "the Tape's program batched by sample, in C (tape_pass.c)"}
 PHASES = ("forward", "backward", "update", "free", "step")
 E3, E4, E5, E6, E7 = (10**k for k in range(3, 8))
@@ -206,9 +206,9 @@ def measure(cfg, quick):
 
 
 def program_loops(cfg, built):
-    """The demo's own Tape program in tape_pass.c (built: build_c's result), as recorded (the
-    Tape's loops) and batched by sample (by_sample.py), timed in the demo rounds beside the
-    engines so that the floors table's ratios are per round: ({job: worker args}, note)."""
+    """The demo's own Tape program in tape_pass.c (built: build_c's result), as recorded (run
+    an instruction at a time) and batched by sample (by_sample.py), timed in the demo rounds
+    beside the engines so that the floors table's ratios are per round: ({job: worker args}, note)."""
     binary, note = built
     if binary is None:
         return {}, note
@@ -424,7 +424,7 @@ def md_demo(R):
     return ("100 samples, MLP(2, [16, 16, 1]), SVM loss + 1e-4 L2, full batch, SGD. Median CPU time per "
             "phase (each process: median of its timed steps after 1 warm-up step; then the median over "
             "rounds). Ratios are medians of per-round ratios; within a round, the engines whose ratios "
-            "are targets run back to back (floats and compiled; Tape + optim, C and the Tape's loops).\n\n"
+            "are targets run back to back (floats and compiled; Tape + optim, C and the program's loops).\n\n"
             + table(["<Engine", "forward", "backward", "update", "free", "step", "step ÷ compiled step",
                      "speedup vs upstream", "<rounds × steps", "<losses vs compiled"], rows)
             + (f"\nThe demo's graph has {tape['tape_nodes']:,} nodes (the length of its Tape).\n" if tape else "")

@@ -16,9 +16,11 @@
  *                  by the Tape's own loops: dispatch on the op code, FMA fused, the running
  *                  sum carried in a register both ways (in forward, a sum's FMAs in a loop
  *                  of their own), zero-grad runs skipped in backward.
- *                  Not a floor of the graph but of the design: what a Tape replay would
- *                  cost with no Python around it (ADD, MUL, RELU and FMA only: the ops of
- *                  the demo's program)
+ *                  Not a floor of the graph but of the design: what a Tape replay one
+ *                  instruction at a time would cost with no Python around it (the Tape
+ *                  itself runs a dense layer's neurons as blocks, core/blocks.pxi, which
+ *                  these loops do not; ADD, MUL, RELU and FMA only: the ops of the demo's
+ *                  program)
  *   runs:N:FILE    the same program reordered by benchmarks/by_sample.py (written by
  *                  `workers.py program --runs`: the prog header, then the repetition's
  *                  start, reps and period): each instruction of the per-sample stretch runs
