@@ -57,9 +57,9 @@ def mlp_graph(V, seed, sizes, acts, n_samples=3, special=None, low=None):
     return total, nodes, leaves
 
 
-def replay_and_eager(engine, build, leaf_grad=0.0):
+def replay_and_eager(engine, build, leaf_grad=0.0, forwards=2):
     """[data and grad bits of every node and leaf] after a Tape's replay (forward twice,
-    as a training loop would) and after eager backward on a second build."""
+    as a training loop would, then backward) and after eager backward on a second build."""
     out = []
     for use_tape in (True, False):
         root, nodes, leaves = build(engine.Value)
@@ -67,8 +67,8 @@ def replay_and_eager(engine, build, leaf_grad=0.0):
             v.grad = leaf_grad
         if use_tape:
             tape = engine.Tape(root)
-            tape.forward()
-            tape.forward()
+            for _ in range(forwards):
+                tape.forward()
             tape.backward()
             list(tape.nodes)                # write every node back: read them all
         else:
@@ -124,6 +124,44 @@ def test_an_inf_or_nan_input_gives_eagers_grads(engine, value, where):
     build = lambda V: mlp_graph(V, 2, [3, 6, 5, 1], ["relu"] * 3, special=(1, where, value))  # noqa: E731
     ours, eager = replay_and_eager(engine, build)
     assert ours == eager
+
+
+def hidden_nonfinite(where, n):
+    """A layer of n relu neurons (a block) whose tails are the next neuron's sum, under a
+    relu whose grad is 0 (backward may skip the run from there down), where only the block
+    has a value that is not finite: where="top", the sums are -inf (an inf input, negative
+    weights) under the relus; where="tail", the next neuron's sum turns -inf (a weight of
+    -inf), under its relu. In eager, the zero grad times an inf factor is nan in some
+    grads."""
+    def build(V):
+        top = where == "top"
+        x = [V(math.inf if top else 1.0), V(0.5)]
+        ws = [[V(-0.5 - 0.1 * j if top else 0.5 + 0.1 * j), V(0.3 * j - 0.4)] for j in range(n)]
+        bs = [V(0.1 * j) for j in range(n)]
+        acts = layer(V, x, ws, bs)
+        w2 = [V(0.2 * j - 0.3) for j in range(n)]
+        if not top:
+            w2[1] = V(-math.inf)
+        out = sum((w * a for w, a in zip(w2, acts)), V(-1.0 if top else 0.5))
+        root = out.relu() * 0.0 + x[1] * 2.0  # the relu's grad is 0: backward may skip
+        return root, acts + [out], x + [p for row in ws for p in row] + bs + w2
+    return build
+
+
+@pytest.mark.parametrize("where", ["top", "tail"])
+@pytest.mark.parametrize("forwards", [0, 1])
+@pytest.mark.parametrize("n", [4, 3])       # sums four and two side by side
+def test_an_inf_hidden_inside_a_block_keeps_eagers_nans(engine, where, forwards, n):
+    """Forward notes whether every output is finite, so that backward need not check the
+    runs it skips: a sum's output answers for its partial sums (and for its activation:
+    exp and log raise rather than overflow), each tail for itself. With no forward, the
+    recorded values are checked."""
+    build = hidden_nonfinite(where, n)
+    if engine is _engine:
+        assert [b[1:] for b in blocks_of(build)] == [(n, 2, 4)]
+    ours, eager = replay_and_eager(engine, build, forwards=forwards)
+    assert ours == eager
+    assert "nan" in [g for _, g in eager]
 
 
 def shared_slots(kind):

@@ -134,10 +134,11 @@ cdef inline Py_ssize_t _block_stride(int* blk, int* chain, Py_ssize_t a) noexcep
     return L + 2 if blk[a + L + 1] < 0 else L + 1
 
 
-cdef inline void _sums_forward(Instr* e, double* o, double* x, Py_ssize_t stride,
-                               Py_ssize_t L, const double* val, Py_ssize_t w) noexcept:
+cdef inline uint64_t _sums_forward(Instr* e, double* o, double* x, Py_ssize_t stride,
+                                   Py_ssize_t L, const double* val, Py_ssize_t w) noexcept:
     """Forward of w (2 or 4: BLOCK_WAYS) sums side by side, the first at instruction e,
-    writing each partial sum to o (the first sum's outputs); x: the inputs' values."""
+    writing each partial sum to o (the first sum's outputs); x: the inputs' values.
+    Returns the OR of the sums' outputs' _nonfinite_bits."""
     cdef Py_ssize_t i
     cdef Instr* e1 = e + stride
     cdef Instr* e2 = e1 + stride
@@ -158,21 +159,27 @@ cdef inline void _sums_forward(Instr* e, double* o, double* x, Py_ssize_t stride
             o1[i] = s1
             o2[i] = s2
             o3[i] = s3
-    else:
-        for i in range(L):
-            s0 = s0 + val[e[i].y] * x[i]
-            s1 = s1 + val[e1[i].y] * x[i]
-            o[i] = s0
-            o1[i] = s1
+        return (_nonfinite_bits(s0) | _nonfinite_bits(s1) | _nonfinite_bits(s2)
+                | _nonfinite_bits(s3))
+    for i in range(L):
+        s0 = s0 + val[e[i].y] * x[i]
+        s1 = s1 + val[e1[i].y] * x[i]
+        o[i] = s0
+        o1[i] = s1
+    return _nonfinite_bits(s0) | _nonfinite_bits(s1)
 
 
 cdef Py_ssize_t _block_forward(Instr* code, int* chain, int* blk, double* val,
-                               Py_ssize_t base, Py_ssize_t a) except -1:
+                               Py_ssize_t base, Py_ssize_t a, uint64_t* bad) except -1:
     """Forward of the block of m neurons at instruction a; returns its length in
     instructions. Groups of BLOCK_WAYS sums; a last group that does not fill up starts
     earlier and recomputes sums already done (the same floats again): no one-sum tail,
-    which would be one serial chain."""
+    which would be one serial chain. Sets bad to the OR of the _nonfinite_bits of each
+    sum's output and each tail: an inf or nan carries up a sum, so the output answers for the
+    partial sums, and for the activation, which is finite where its input is (exp and
+    log raise rather than overflow; relu, tanh and sigmoid cannot)."""
     cdef double x[BLOCK_MAX]
+    cdef uint64_t fin = 0
     cdef Py_ssize_t i, j, t, tail, m = blk[a], L = chain[a] + 1
     cdef Py_ssize_t stride = _block_stride(blk, chain, a)
     cdef double act, out
@@ -184,8 +191,8 @@ cdef Py_ssize_t _block_forward(Instr* code, int* chain, int* blk, double* val,
     while j < m:
         if j + w > m:
             j = m - w
-        _sums_forward(code + a + j * stride, val + base + a + j * stride, x, stride, L,
-                      val, w)
+        fin |= _sums_forward(code + a + j * stride, val + base + a + j * stride, x, stride, L,
+                             val, w)
         j += w
     tail = -1                               # the last tail's slot and output: the next
     out = 0.0                               # tail's acc, when it adds to it (a register,
@@ -196,12 +203,15 @@ cdef Py_ssize_t _block_forward(Instr* code, int* chain, int* blk, double* val,
         val[base + t] = act
         if stride == L + 2:
             c = code[t + 1]
-            if c.op == FMA:
+            if c.x != tail or not (c.op == FMA or c.op == ADD):
+                fin |= _nonfinite_bits(out)     # the last tail's output, unless this one
+            if c.op == FMA:                     # adds to it: an inf or nan carries up
                 out = (out if c.x == tail else val[c.x]) + val[c.y] * val[c.z]
             else:
                 out = _forward(c.op, out if c.x == tail else val[c.x], val[c.y])
             tail = base + t + 1
             val[tail] = out
+    bad[0] = fin | _nonfinite_bits(out)
     return m * stride
 
 

@@ -66,15 +66,21 @@ cdef inline bint _zero_safe(int op) noexcept:
     return not (op == POWC or op == POW or op == LOG)
 
 
+cdef inline uint64_t _nonfinite_bits(double x) noexcept:
+    """The top bit is set if x is inf or nan: adding 1 to the exponent bits carries into
+    it only when they are all set. ORed over many values, one test answers for all; an
+    OR of integers, which gcc vectorises (a float sum would be a serial chain)."""
+    cdef uint64_t bits
+    memcpy(&bits, &x, sizeof(double))
+    return (bits & 0x7ff0000000000000ULL) + 0x0010000000000000ULL
+
+
 cdef inline bint _all_finite(const double* v, Py_ssize_t n) noexcept:
-    """Is every v[i] finite? Read on the exponent bits: adding 1 to them carries into the
-    top bit only when they are all set (inf and nan). An OR of integers, which gcc
-    vectorises (a float sum would be a serial chain)."""
+    """Is every v[i] finite?"""
     cdef Py_ssize_t i
-    cdef uint64_t bits, acc = 0
+    cdef uint64_t acc = 0
     for i in range(n):
-        memcpy(&bits, v + i, sizeof(double))
-        acc |= (bits & 0x7ff0000000000000ULL) + 0x0010000000000000ULL
+        acc |= _nonfinite_bits(v[i])
     return (acc >> 63) == 0
 
 

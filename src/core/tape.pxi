@@ -119,6 +119,7 @@ cdef class Tape:
             free(refs)
             free(mark)
         memcpy(self.spare, self.val, self.n_slots * sizeof(double))    # constants in both
+        self.finite = _all_finite(self.val + self.n_leaves, self.n_code)
         self._root = root
         _link_live(self)
 
@@ -399,6 +400,9 @@ cdef class Tape:
         cdef int* blk = self.blk
         cdef Instr c
         cdef double a, out
+        cdef uint64_t bad = 0           # an OR of every output's _nonfinite_bits
+        cdef uint64_t bad_block         # a block's: its address is taken, bad's is not (a
+                                        # store to val[] could change it for the compiler)
         _ready(self)
         _sync_tapes(self)
         for s in range(base):
@@ -419,7 +423,8 @@ cdef class Tape:
                 a = out if c.x == base + k - 1 else val[c.x]
                 if c.op >= FMA:
                     if blk[k] > 0:
-                        k += _block_forward(code, chain, blk, val, base, k)
+                        k += _block_forward(code, chain, blk, val, base, k, &bad_block)
+                        bad |= bad_block
                         out = val[base + k - 1]
                         continue
                     out = a + val[c.y] * val[c.z]
@@ -431,6 +436,7 @@ cdef class Tape:
                 else:
                     out = _forward(c.op, a, val[c.y])
                     val[base + k] = out
+                bad |= _nonfinite_bits(out)     # a sum's last output answers for it
                 k += 1
         else:
             while k < n:
@@ -438,7 +444,8 @@ cdef class Tape:
                 a = out if c.x == base + k - 1 else val[c.x]
                 if c.op >= FMA:
                     if blk[k] > 0:
-                        k += _block_forward(code, chain, blk, val, base, k)
+                        k += _block_forward(code, chain, blk, val, base, k, &bad_block)
+                        bad |= bad_block
                         out = val[base + k - 1]
                         continue
                     out = a + val[c.y] * val[c.z]
@@ -450,9 +457,11 @@ cdef class Tape:
                 else:
                     out = _forward(c.op, a, val[c.y])
                     val[base + k] = out
+                bad |= _nonfinite_bits(out)     # a sum's last output answers for it
                 k += 1
         self.spare = self.val           # complete: the new values become current
         self.val = val
+        self.finite = (bad >> 63) == 0
         self._write_back(FIELD_DATA)
         return val[self.root_slot]
 
@@ -469,6 +478,7 @@ cdef class Tape:
         cdef Instr c
         cdef PyObject* p
         cdef bint skip = True                   # may skip zero-grad runs (see _regions)
+        cdef bint finite = self.finite          # every output is: no run needs checking
         cdef _Finite known = _Finite(0, -1, False)  # nothing known yet
         _ready(self)
         _sync_tapes(self)
@@ -501,7 +511,7 @@ cdef class Tape:
                 continue
             j = lo[k]
             if (k - j >= SKIP_MIN and skip and grd[base + k] == 0.0
-                    and _run_finite(val + base, j, k, &known)):
+                    and (finite or _run_finite(val + base, j, k, &known))):
                 k = j - 1
             elif far:
                 k = _run_backward(code, k, base, val, grd, True)

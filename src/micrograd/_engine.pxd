@@ -176,6 +176,8 @@ cdef class Tape:
                                 #   k's grad is 0 (core/tape.pxi: _regions); lo[k] = k if not
     cdef int* checked           # instructions whose partials can raise (POWC, POW, LOG)
     cdef Py_ssize_t n_checked   # entries in checked
+    cdef bint finite            # every instruction's output in val is finite, so backward
+                                #   skips a zero-grad run without checking its outputs
     cdef bint stale_data        # op nodes' Value.data lag behind val
     cdef bint stale_grad        # op nodes' Value.grad lag behind grd
     cdef Value _root            # the recorded root (Tape.root)
