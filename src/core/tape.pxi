@@ -506,9 +506,10 @@ cdef class Tape:
         grd[self.root_slot] = 1.0
         k = self.n_code - 1
         while k >= 0:
-            if blk[k] < 0:                      # a block's activation (core/blocks.pxi)
+            if blk[k] < 0 and not far:          # a block's activation or tail (core/blocks.pxi);
                 k = _block_backward(code, self.chain, blk, val, grd, base, -blk[k] - 1, k, skip)
-                continue
+                continue                        # on a tape bigger than the caches, the prefetching
+                                                # loop below is faster
             j = lo[k]
             if (k - j >= SKIP_MIN and skip and grd[base + k] == 0.0
                     and (finite or _run_finite(val + base, j, k, &known))):
