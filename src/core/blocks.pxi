@@ -4,15 +4,21 @@
 #
 # A block is m >= 2 neurons recorded one after the other: each a sum of L FMAs over the
 # same inputs (z) with weights of its own (y), followed by one unary op on the sum (its
-# activation):  sum_0, act_0, sum_1, act_1, ...  (a layer's neurons but the first, which
-# the walk records interleaved with the layer below). One at a time, each sum is a serial
-# chain of adds that decodes an instruction per FMA; a block runs BLOCK_WAYS sums at once,
-# each FMA a load, a multiply and an add, so the CPU has that many chains in flight.
+# activation) and, in every neuron or none, by a tail (the instruction of the next layer
+# that reads the activation, which the walk records in between):
+#     sum_0, act_0[, tail_0], sum_1, act_1[, tail_1], ...
+# (a layer's neurons but the first, which the walk records interleaved with the layer
+# below). One at a time, each sum is a serial chain of adds that decodes an instruction
+# per FMA; a block runs BLOCK_WAYS sums at once, each FMA a load, a multiply and an add,
+# so the CPU has that many chains in flight.
 #
-# Reordering is safe because nothing else runs between the block's instructions and the
-# block reads only slots written before it. Backward adds to each slot in the order the
-# instruction-at-a-time loop would: the inputs' grads sum the neurons top down, as the
-# loop does, and the inputs, the weights and the sums' starts (biases) are distinct
+# Forward runs the sums, then each activation and tail in order; backward the tails, the
+# activations, then the sums, each top down. That is safe because nothing else runs
+# between the block's instructions, the sums read only slots written before the block,
+# a tail only those, its activation and earlier tails, and each partial sum has one
+# reader, the next FMA. Backward adds to each slot in the order the instruction loop
+# would: the inputs' grads sum the neurons top down, as the loop does, and the inputs,
+# the weights, the sums' starts (biases) and the tails' other operands are distinct
 # slots (_block_distinct), so no two of those sequences interleave.
 
 
@@ -50,7 +56,9 @@ cdef Py_ssize_t _block_sums(Instr* code, int* chain, int* last_use, Py_ssize_t a
     cdef Instr c
     if L < 2 or L > BLOCK_MAX:
         return 0
-    w = L + 2 if a + L + 1 < n and _tail_reads(code[a + L + 1], a, 0, L + 2, L, base, n) else L + 1
+    w = L + 1
+    if a + L + 1 < n and _tail_reads(code[a + L + 1], a, 0, L + 2, L, base, n):
+        w = L + 2
     stride[0] = w
     while s + w <= n and code[s].op == FMA and chain[s] == L - 1 and code[s].x < before:
         c = code[s + L]                     # the activation: a unary op on this sum
