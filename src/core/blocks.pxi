@@ -183,8 +183,9 @@ cdef Py_ssize_t _block_forward(Instr* code, int* chain, int* blk, double* val,
     instructions. Groups of BLOCK_WAYS sums; a last group that does not fill up starts
     earlier and recomputes sums already done (the same floats again): no one-sum tail,
     which would be one serial chain. Sets bad to the OR of the _nonfinite_bits of each
-    sum's output and each tail: an inf or nan carries up a sum, so the output answers for the
-    partial sums, and for the activation, which is finite where its input is (exp and
+    sum's output and of each tail that the next one does not add to: an inf or nan carries
+    up a sum, so a sum's output answers for its partial sums, the last tail of a chain for
+    the chain, and the sum for its activation, which is finite where its input is (exp and
     log raise rather than overflow; relu, tanh and sigmoid cannot)."""
     cdef double x[BLOCK_MAX]
     cdef uint64_t fin = 0
@@ -228,10 +229,9 @@ cdef Py_ssize_t _block_backward(Instr* code, int* chain, int* blk, double* val, 
                                 bint skip) noexcept:
     """Backward of the block at instruction a from its activation or tail at k down (k is
     below the last one when backward skipped what was above); returns a - 1. Tails first,
-    then activations, then sums, each top down. A sum whose grad is 0 and
-    whose output is finite (then so is each partial sum and factor: an inf or nan
-    carries up a sum) is skipped, as Tape.backward skips a zero-grad run (skip: no leaf's
-    grad is -0.0)."""
+    then activations, then sums, each top down. A sum whose grad is 0 and whose output is
+    finite (then so is each partial sum and factor: an inf or nan carries up a sum) is
+    skipped, as Tape.backward skips a zero-grad run (skip: no leaf's grad is -0.0)."""
     cdef double x[BLOCK_MAX]
     cdef double gz[BLOCK_MAX]               # the inputs' grads, summed top down
     cdef double dx, dy, g, gp

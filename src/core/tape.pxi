@@ -567,8 +567,8 @@ cdef class Tape:
                 for k in range(self.n_code)]
 
     def _blocks(self):
-        """The dense-layer blocks a replay runs together: (first instruction, neurons,
-        FMAs per neuron, instructions per neuron) each (core/blocks.pxi; for tests and benchmarks)."""
+        """The dense-layer blocks a replay runs together: (first instruction, neurons, FMAs
+        per neuron, instructions per neuron) each (core/blocks.pxi; for tests)."""
         _ready(self)
         return [(k, self.blk[k], self.chain[k] + 1, _block_stride(self.blk, self.chain, k))
                 for k in range(self.n_code)

@@ -170,8 +170,8 @@ cdef class Tape:
                                 #   output, each to the one before (a neuron's sum); read by
                                 #   forward at FMAs
     cdef int* blk               # per instruction: m at the start of a block of m neurons,
-                                #   -(start + 1) at each of its activations, else 0
-                                #   (core/blocks.pxi)
+                                #   -(start + 1) at each of its activations and tails, else
+                                #   0 (core/blocks.pxi)
     cdef int* lo                # per instruction k: backward may skip k down to lo[k] when
                                 #   k's grad is 0 (core/tape.pxi: _regions); lo[k] = k if not
     cdef int* checked           # instructions whose partials can raise (POWC, POW, LOG)
