@@ -90,7 +90,40 @@ def test_an_mlp_step_replays_its_layers_as_blocks():
     tape = _engine.Tape(_demo.notebook_loss(_engine.Value, model, X, y)[0])
     found = tape._blocks()
     assert len(found) == 200
-    assert {b[1:] for b in found} == {(16, 2, 4), (15, 16, 18)}
+    assert {b[1:4] for b in found} == {(16, 2, 4), (15, 16, 18)}
+    # nn.py creates a neuron's weights one after the other: the second layer's are dense
+    # from the second sample on (the first sample's walk numbers each weight as it goes)
+    assert all(b[4] for b in found[2:] if b[2] == 16)
+
+
+@pytest.mark.parametrize("order", ["created", "reversed", "shuffled"])
+def test_dense_and_scattered_weights_replay_as_eager(engine, order):
+    """Backward runs a sum over weights in consecutive slots as one vectorised loop, and
+    any other sum FMA by FMA: both give eager's grads, bit for bit. The first sample's
+    walk numbers the weights as it reaches them; the later samples take them in order."""
+    perm = {"created": range(6), "reversed": range(5, -1, -1), "shuffled": (3, 0, 5, 1, 4, 2)}
+
+    def build(V):
+        rng = random.Random(7)
+        ws, bs = params(V, rng, 6, 5)
+        leaves = [p for row in ws for p in row] + bs
+        total, nodes = V(0.0), []
+        for s in range(4):
+            xs = [V(rng.uniform(-2, 2)) for _ in range(6)]
+            h0 = [xi.tanh() for xi in xs]   # op nodes as inputs: only weights are leaves
+            order_s = range(6) if s == 0 else perm[order]
+            h = layer(V, [h0[i] for i in order_s], [[row[i] for i in order_s] for row in ws],
+                      bs, "relu")
+            leaves += xs
+            nodes += h0 + h
+            total = total + sum(h)
+        return total, nodes, leaves
+    if engine is _engine:
+        dense = [b[4] for b in blocks_of(build)]
+        assert len(dense) == 4 and dense[0]
+        assert all(dense[1:]) == (order == "created") and any(dense[1:]) == (order == "created")
+    ours, eager = replay_and_eager(engine, build)
+    assert ours == eager
 
 
 @pytest.mark.parametrize("sizes, acts", [
@@ -158,7 +191,7 @@ def test_an_inf_hidden_inside_a_block_keeps_eagers_nans(engine, where, forwards,
     recorded values are checked."""
     build = hidden_nonfinite(where, n)
     if engine is _engine:
-        assert [b[1:] for b in blocks_of(build)] == [(n, 2, 4)]
+        assert [b[1:4] for b in blocks_of(build)] == [(n, 2, 4)]
     ours, eager = replay_and_eager(engine, build, forwards=forwards)
     assert ours == eager
     assert "nan" in [g for _, g in eager]
@@ -213,7 +246,7 @@ def test_a_layer_read_after_it_is_done_is_a_block_without_tails():
         for a in reversed(acts[:-1]):       # a0 + (a1 + (...)): the walk reaches every
             root = a + root                 # activation before any ADD
         return root, acts, xs + [p for row in ws for p in row] + bs
-    assert [b[1:] for b in blocks_of(build)] == [(5, 6, 7)]
+    assert [b[1:4] for b in blocks_of(build)] == [(5, 6, 7)]
     ours, eager = replay_and_eager(_engine, build)
     assert ours == eager
 

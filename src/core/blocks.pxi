@@ -111,10 +111,24 @@ cdef bint _block_distinct(Instr* code, Py_ssize_t a, Py_ssize_t m, Py_ssize_t L,
     return ok
 
 
+cdef bint _block_dense(Instr* code, Py_ssize_t a, Py_ssize_t m, Py_ssize_t L,
+                       Py_ssize_t w) noexcept:
+    """Are each neuron's weights consecutive slots, in the order of its FMAs (nn.py
+    creates a neuron's weights one after the other)? Then backward's loop over a sum's
+    FMAs reads and writes whole stretches of val and grd, which gcc vectorises."""
+    cdef Py_ssize_t i, j
+    for j in range(m):
+        for i in range(L):
+            if code[a + j * w + i].y != code[a + j * w].y + i:
+                return False
+    return True
+
+
 cdef void _find_blocks(Instr* code, int* chain, int* last_use, int* blk, Py_ssize_t n,
                        Py_ssize_t base, Py_ssize_t zero, unsigned char* mark) noexcept:
-    """blk[a] = m at the first instruction of a block of m neurons; blk[t] = -(a + 1) at
-    each of its activations and tails t, where backward may enter it. Visits the
+    """blk[a] = m at the first instruction of a block of m neurons, blk[a + 1] = 1 if its
+    weights are dense (_block_dense); blk[t] = -(a + 1) at each of its activations and
+    tails t, where backward may enter it. Visits the
     instructions as forward does (a sum at a time), so forward meets every block at its
     start."""
     cdef Py_ssize_t k = 0, m, j, L, w
@@ -126,6 +140,7 @@ cdef void _find_blocks(Instr* code, int* chain, int* last_use, int* blk, Py_ssiz
         m = _block_sums(code, chain, last_use, k, n, base, zero, &w)
         if m >= 2 and _block_distinct(code, k, m, L, w, base + k, mark):
             blk[k] = m
+            blk[k + 1] = _block_dense(code, k, m, L, w)
             for j in range(m):
                 blk[k + j * w + L] = -(k + 1)
                 if w == L + 2:
@@ -224,6 +239,18 @@ cdef Py_ssize_t _block_forward(Instr* code, int* chain, int* blk, double* val,
     return m * stride
 
 
+cdef inline void _dense_backward(double* gw, const double* w, const double* x, double* gz,
+                                 double* gpart, double gp, Py_ssize_t n) noexcept:
+    """A sum's FMAs below its top, where its weights are the n slots from w (their grads
+    from gw): each weight's grad, each input's (gz), and each partial sum's grad (gpart),
+    gp. Every slot gets one add, so their order is free: gcc vectorises the loop."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        gw[i] += x[i] * gp
+        gz[i] += w[i] * gp
+        gpart[i] = gp
+
+
 cdef Py_ssize_t _block_backward(Instr* code, int* chain, int* blk, double* val, double* grd,
                                 Py_ssize_t base, Py_ssize_t a, Py_ssize_t k,
                                 bint skip) noexcept:
@@ -237,6 +264,7 @@ cdef Py_ssize_t _block_backward(Instr* code, int* chain, int* blk, double* val, 
     cdef double dx, dy, g, gp
     cdef Py_ssize_t i, j, s, t, L = chain[a] + 1
     cdef Py_ssize_t stride = _block_stride(blk, chain, a), top = (k - a) // stride
+    cdef bint dense = blk[a + 1]
     cdef Instr c
     cdef Instr* e
     if stride == L + 2:
@@ -272,11 +300,14 @@ cdef Py_ssize_t _block_backward(Instr* code, int* chain, int* blk, double* val, 
         gp = g + 0.0
         grd[e[L - 1].y] += x[L - 1] * g
         gz[L - 1] += val[e[L - 1].y] * g
-        for i in range(L - 1):
-            grd[base + s + i] = gp
-        for i in range(L - 2, -1, -1):
-            grd[e[i].y] += x[i] * gp
-            gz[i] += val[e[i].y] * gp
+        if dense:
+            _dense_backward(grd + e.y, val + e.y, x, gz, grd + base + s, gp, L - 1)
+        else:
+            for i in range(L - 1):
+                grd[base + s + i] = gp
+            for i in range(L - 2, -1, -1):
+                grd[e[i].y] += x[i] * gp
+                gz[i] += val[e[i].y] * gp
         grd[e.x] += gp                      # the sum's start (a bias)
     for i in range(L):
         grd[code[a + i].z] = gz[i]

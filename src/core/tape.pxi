@@ -568,11 +568,19 @@ cdef class Tape:
 
     def _blocks(self):
         """The dense-layer blocks a replay runs together: (first instruction, neurons, FMAs
-        per neuron, instructions per neuron) each (core/blocks.pxi; for tests)."""
+        per neuron, instructions per neuron, weights dense) each (core/blocks.pxi; for
+        tests)."""
+        cdef Py_ssize_t k = 0, w
         _ready(self)
-        return [(k, self.blk[k], self.chain[k] + 1, _block_stride(self.blk, self.chain, k))
-                for k in range(self.n_code)
-                if self.blk[k] > 0]
+        found = []
+        while k < self.n_code:
+            if self.blk[k] > 0:
+                w = _block_stride(self.blk, self.chain, k)
+                found.append((k, self.blk[k], self.chain[k] + 1, w, self.blk[k + 1] == 1))
+                k += self.blk[k] * w
+            else:
+                k += 1
+        return found
 
     @property
     def n_instructions(self):

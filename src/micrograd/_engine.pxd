@@ -169,7 +169,8 @@ cdef class Tape:
     cdef int* chain             # per instruction k: how many FMAs right after it add to its
                                 #   output, each to the one before (a neuron's sum); read by
                                 #   forward at FMAs
-    cdef int* blk               # per instruction: m at the start of a block of m neurons,
+    cdef int* blk               # per instruction: m at the start of a block of m neurons
+                                #   (and 1 right after it if its weights are dense),
                                 #   -(start + 1) at each of its activations and tails, else
                                 #   0 (core/blocks.pxi)
     cdef int* lo                # per instruction k: backward may skip k down to lo[k] when
