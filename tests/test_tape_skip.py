@@ -171,3 +171,24 @@ def test_an_inf_below_a_long_dead_run_of_adds(engine):
     results = replayed_and_eager(engine, build)
     assert results[0] == results[1]
     assert results[1][0] == "nan"
+
+
+def test_grads_left_by_an_eager_backward_restart_from_zero(engine):
+    """A graph backpropagated eagerly, then recorded: its op nodes' grads seed the Tape, and
+    backward restarts every one from 0, the skipped ones too (backward zeroes only what the
+    last backward wrote, and the first one all of them)."""
+    V = engine.Value
+    xs = [V(0.1 * i - 0.3) for i in range(12)]
+    root, _, sums = dead_neurons(V, xs)
+    for _ in range(2):
+        root.backward()                     # twice: every op node's grad is now 2x its own
+    assert any(s.grad == 0.0 for s in sums) and any(s.grad != 0.0 for s in sums)
+    tape = engine.Tape(root)
+    for v in xs:
+        v.grad = 0.0
+    tape.backward()
+    got = [bits(v.grad) for v in list(tape.nodes) if v._prev]
+    for v in tape.nodes:
+        v.grad = 0.0
+    root.backward()
+    assert got == [bits(v.grad) for v in list(tape.nodes) if v._prev]

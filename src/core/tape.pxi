@@ -179,6 +179,10 @@ cdef class Tape:
         self.lo = <int*>_alloc(self.n_code, sizeof(int))
         self.chain = <int*>_alloc(self.n_code, sizeof(int))
         self.blk = <int*>_alloc(self.n_code, sizeof(int))
+        # a skipped run holds more than SKIP_MIN instructions, and ranges lie between skips
+        self.dirty = <int*>_alloc(2 * (self.n_code // (SKIP_MIN + 1) + 2), sizeof(int))
+        self.dirty[1] = self.n_code - 1     # the grads _place copied from the Values
+        self.n_dirty = 1
         self._nodes = <PyObject**>_alloc(n, sizeof(PyObject*))
         return 0
 
@@ -306,6 +310,7 @@ cdef class Tape:
         free(self.lo)
         free(self.chain)
         free(self.blk)
+        free(self.dirty)
 
     cdef void _untag(self) noexcept:
         """Clear TAPED on this tape's op nodes, keeping it where another tape has them."""
@@ -475,6 +480,8 @@ cdef class Tape:
         cdef Instr* code = self.code
         cdef int* lo = self.lo
         cdef int* blk = self.blk
+        cdef int* dirty = self.dirty
+        cdef Py_ssize_t top
         cdef Instr c
         cdef PyObject* p
         cdef bint skip = True                   # may skip zero-grad runs (see _regions)
@@ -500,11 +507,14 @@ cdef class Tape:
             s = self.by_use[j]
             grd[s] = -0.0
             skip &= not _is_minus_zero((<Value>self._nodes[s]).grad)
-        # op nodes' grads restart from 0 (the fused MULs' are filled in when read)
-        memset(grd + base, 0, self.n_code * sizeof(double))
+        # Op nodes' grads restart from 0 (the fused MULs' are filled in when read). Only
+        # those the last backward wrote can be nonzero: a skipped run's are left +0.0.
+        for j in range(self.n_dirty):
+            memset(grd + base + dirty[2 * j], 0, (dirty[2 * j + 1] - dirty[2 * j] + 1) * sizeof(double))
         memset(grd + base + self.n_ops, 0, (self.n_slots - base - self.n_ops) * sizeof(double))
         grd[self.root_slot] = 1.0
-        k = self.n_code - 1
+        self.n_dirty = 0
+        k = top = self.n_code - 1               # instructions k + 1..top run since the last skip
         while k >= 0:
             if blk[k] < 0 and not far:          # a block's activation or tail (core/blocks.pxi);
                 k = _block_backward(code, self.chain, blk, val, grd, base, -blk[k] - 1, k, skip)
@@ -513,11 +523,19 @@ cdef class Tape:
             j = lo[k]
             if (k - j >= SKIP_MIN and skip and grd[base + k] == 0.0
                     and (finite or _run_finite(val + base, j, k, &known))):
-                k = j - 1
+                if top > k:
+                    dirty[2 * self.n_dirty] = k + 1
+                    dirty[2 * self.n_dirty + 1] = top
+                    self.n_dirty += 1
+                k = top = j - 1
             elif far:
                 k = _run_backward(code, k, base, val, grd, True)
             else:
                 k = _run_backward(code, k, base, val, grd, False)
+        if top >= 0:
+            dirty[2 * self.n_dirty] = 0
+            dirty[2 * self.n_dirty + 1] = top
+            self.n_dirty += 1
         for j in range(self.n_shared):
             s = self.by_use[j]
             (<Value>self._nodes[s]).grad = grd[s]

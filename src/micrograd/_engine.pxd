@@ -177,6 +177,9 @@ cdef class Tape:
                                 #   k's grad is 0 (core/tape.pxi: _regions); lo[k] = k if not
     cdef int* checked           # instructions whose partials can raise (POWC, POW, LOG)
     cdef Py_ssize_t n_checked   # entries in checked
+    cdef int* dirty             # instruction ranges (first, last) whose grads the last
+    cdef Py_ssize_t n_dirty     #   backward() wrote: the only ones that may be nonzero
+                                #   (all of them once recorded); it skips the rest
     cdef bint finite            # every instruction's output in val is finite, so backward
                                 #   skips a zero-grad run without checking its outputs
     cdef bint stale_data        # op nodes' Value.data lag behind val
