@@ -94,6 +94,38 @@ def test_an_mlp_step_replays_its_layers_as_blocks():
     # nn.py creates a neuron's weights one after the other: the second layer's are dense
     # from the second sample on (the first sample's walk numbers each weight as it goes)
     assert all(b[4] for b in found[2:] if b[2] == 16)
+    assert all(b[5] for b in found)         # relus, and tails that form the next sum
+
+
+@pytest.mark.parametrize("form, chain", [("w*a", True), ("a*a", True), ("a*w", False),
+                                         ("w*a, tanh", False), ("w*a, two sums", False)])
+def test_relus_and_their_tails_replay_as_eager(engine, form, chain):
+    """Forward runs a block's relus and tails in a loop of their own when every tail is an
+    FMA adding its activation (as b in acc + a*b) to the tail before; other blocks with
+    tails take the general loop. Both give eager's values and grads, bit for bit."""
+    def build(V):
+        rng = random.Random(3)
+        ws, bs = params(V, rng, 3, 6)
+        w2 = [V(rng.uniform(-1, 1)) for _ in range(6)]
+        total, nodes, leaves = V(0.0), [], [p for row in ws for p in row] + bs + w2
+        for _ in range(3):
+            xs = [V(rng.uniform(-2, 2)) for _ in range(3)]
+            acts = layer(V, xs, ws, bs, "tanh" if "tanh" in form else "relu")
+            terms = [a * a if form == "a*a" else a * w if form == "a*w" else w * a
+                     for w, a in zip(w2, acts)]
+            if "two sums" in form:          # each tail adds to the tail two before
+                out = sum(terms[0::2], V(0.1)) + sum(terms[1::2], V(0.2))
+            else:
+                out = sum(terms, V(0.1))
+            leaves += xs
+            nodes += acts + [out]
+            total = total + out.relu()
+        return total, nodes, leaves
+    if engine is _engine:
+        found = blocks_of(build)
+        assert found and {b[5] for b in found} == {chain}
+    ours, eager = replay_and_eager(engine, build)
+    assert ours == eager
 
 
 @pytest.mark.parametrize("order", ["created", "reversed", "shuffled"])

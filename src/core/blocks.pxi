@@ -13,7 +13,9 @@
 # so the CPU has that many chains in flight.
 #
 # Forward runs the sums, then each activation and tail in order; backward the tails, the
-# activations, then the sums, each top down. That is safe because nothing else runs
+# activations, then the sums, each top down. Two common shapes get loops that decode less
+# (_block_flags): relus whose tails form the next layer's first sum, and weights in
+# consecutive slots. That is safe because nothing else runs
 # between the block's instructions, the sums read only slots written before the block,
 # a tail only those, its activation and earlier tails, and each partial sum has one
 # reader, the next FMA. Backward adds to each slot in the order the instruction loop
@@ -111,23 +113,33 @@ cdef bint _block_distinct(Instr* code, Py_ssize_t a, Py_ssize_t m, Py_ssize_t L,
     return ok
 
 
-cdef bint _block_dense(Instr* code, Py_ssize_t a, Py_ssize_t m, Py_ssize_t L,
-                       Py_ssize_t w) noexcept:
-    """Are each neuron's weights consecutive slots, in the order of its FMAs (nn.py
-    creates a neuron's weights one after the other)? Then backward's loop over a sum's
-    FMAs reads and writes whole stretches of val and grd, which gcc vectorises."""
-    cdef Py_ssize_t i, j
+cdef int _block_flags(Instr* code, Py_ssize_t a, Py_ssize_t m, Py_ssize_t L, Py_ssize_t w,
+                      Py_ssize_t base) noexcept:
+    """BLOCK_DENSE if each neuron's weights are consecutive slots, in the order of its FMAs
+    (nn.py creates a neuron's weights one after the other): backward's loop over a sum's
+    FMAs then reads and writes whole stretches of val and grd, which gcc vectorises.
+    BLOCK_RELU_CHAIN if every activation is a relu and every tail an FMA with it as its
+    second factor, adding to the tail before (but the first): a layer's relus and the next
+    layer's first sum, which forward runs with nothing to decode."""
+    cdef Py_ssize_t i, j, t
+    cdef int flags = BLOCK_DENSE | (BLOCK_RELU_CHAIN if w == L + 2 else 0)
+    cdef Instr c
     for j in range(m):
         for i in range(L):
             if code[a + j * w + i].y != code[a + j * w].y + i:
-                return False
-    return True
+                flags &= ~BLOCK_DENSE
+        t = a + j * w + L
+        c = code[t + 1]
+        if (w == L + 2 and (code[t].op != RELU or c.op != FMA or c.z != base + t
+                            or (j > 0 and c.x != base + t - w + 1))):
+            flags &= ~BLOCK_RELU_CHAIN
+    return flags
 
 
 cdef void _find_blocks(Instr* code, int* chain, int* last_use, int* blk, Py_ssize_t n,
                        Py_ssize_t base, Py_ssize_t zero, unsigned char* mark) noexcept:
-    """blk[a] = m at the first instruction of a block of m neurons, blk[a + 1] = 1 if its
-    weights are dense (_block_dense); blk[t] = -(a + 1) at each of its activations and
+    """blk[a] = m at the first instruction of a block of m neurons, blk[a + 1] its BLOCK_
+    flags (_block_flags); blk[t] = -(a + 1) at each of its activations and
     tails t, where backward may enter it. Visits the
     instructions as forward does (a sum at a time), so forward meets every block at its
     start."""
@@ -140,7 +152,7 @@ cdef void _find_blocks(Instr* code, int* chain, int* last_use, int* blk, Py_ssiz
         m = _block_sums(code, chain, last_use, k, n, base, zero, &w)
         if m >= 2 and _block_distinct(code, k, m, L, w, base + k, mark):
             blk[k] = m
-            blk[k + 1] = _block_dense(code, k, m, L, w)
+            blk[k + 1] = _block_flags(code, k, m, L, w, base)
             for j in range(m):
                 blk[k + j * w + L] = -(k + 1)
                 if w == L + 2:
@@ -218,6 +230,16 @@ cdef Py_ssize_t _block_forward(Instr* code, int* chain, int* blk, double* val,
         fin |= _sums_forward(code + a + j * stride, val + base + a + j * stride, x, stride, L,
                              val, w)
         j += w
+    if blk[a + 1] & BLOCK_RELU_CHAIN:       # the same arithmetic, with nothing to decode
+        out = val[code[a + L + 1].x]
+        for j in range(m):
+            t = a + j * stride + L
+            act = _relu(val[base + t - 1])
+            val[base + t] = act
+            out = out + val[code[t + 1].y] * act
+            val[base + t + 1] = out
+        bad[0] = fin | _nonfinite_bits(out)
+        return m * stride
     tail = -1                               # the last tail's slot and output: the next
     out = 0.0                               # tail's acc, when it adds to it (a register,
     for j in range(m):                      # not a store and a reload on the tails' chain)
@@ -264,7 +286,7 @@ cdef Py_ssize_t _block_backward(Instr* code, int* chain, int* blk, double* val, 
     cdef double dx, dy, g, gp
     cdef Py_ssize_t i, j, s, t, L = chain[a] + 1
     cdef Py_ssize_t stride = _block_stride(blk, chain, a), top = (k - a) // stride
-    cdef bint dense = blk[a + 1]
+    cdef bint dense = blk[a + 1] & BLOCK_DENSE
     cdef Instr c
     cdef Instr* e
     if stride == L + 2:

@@ -586,15 +586,17 @@ cdef class Tape:
 
     def _blocks(self):
         """The dense-layer blocks a replay runs together: (first instruction, neurons, FMAs
-        per neuron, instructions per neuron, weights dense) each (core/blocks.pxi; for
-        tests)."""
+        per neuron, instructions per neuron, weights dense, relus and a chain of tails)
+        each (core/blocks.pxi; for tests)."""
         cdef Py_ssize_t k = 0, w
         _ready(self)
         found = []
         while k < self.n_code:
             if self.blk[k] > 0:
                 w = _block_stride(self.blk, self.chain, k)
-                found.append((k, self.blk[k], self.chain[k] + 1, w, self.blk[k + 1] == 1))
+                found.append((k, self.blk[k], self.chain[k] + 1, w,
+                              (self.blk[k + 1] & BLOCK_DENSE) != 0,
+                              (self.blk[k + 1] & BLOCK_RELU_CHAIN) != 0))
                 k += self.blk[k] * w
             else:
                 k += 1

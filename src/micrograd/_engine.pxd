@@ -118,6 +118,10 @@ cdef enum:
     BLOCK_MAX = 1024        # most FMAs per neuron (inputs) in a block: its buffers are on
                             # the C stack (16 KiB)
     BLOCK_WAYS = 4          # sums run side by side: chains of adds in flight at once
+    BLOCK_DENSE = 1         # a block's flags (blk[start + 1]): each neuron's weights are
+                            #   consecutive slots
+    BLOCK_RELU_CHAIN = 2    # its activations are relus and its tails one sum (each an FMA
+                            #   adding the activation times a factor to the tail before)
 
 cdef struct _Finite:        # what Tape.backward knows of its outputs' finiteness
     Py_ssize_t lo           # outputs lo..hi are finite (none known while lo > hi)
@@ -170,7 +174,7 @@ cdef class Tape:
                                 #   output, each to the one before (a neuron's sum); read by
                                 #   forward at FMAs
     cdef int* blk               # per instruction: m at the start of a block of m neurons
-                                #   (and 1 right after it if its weights are dense),
+                                #   (and its BLOCK_ flags right after it),
                                 #   -(start + 1) at each of its activations and tails, else
                                 #   0 (core/blocks.pxi)
     cdef int* lo                # per instruction k: backward may skip k down to lo[k] when
