@@ -302,12 +302,17 @@ cdef Py_ssize_t _block_backward(Instr* code, int* chain, int* blk, double* val, 
                 _partials(c.op, val[c.x], val[c.y], val[base + t], &dx, &dy)
                 grd[c.x] += dx * g
                 grd[c.y] += dy * g
-    for j in range(top, -1, -1):            # activations: each passes its grad to its sum
-        t = a + j * stride + L
-        c = code[t]
-        _partials(c.op, val[c.x], val[c.y], val[base + t], &dx, &dy)
-        grd[c.x] += dx * grd[base + t]
-        grd[c.y] += dy * grd[base + t]      # lands in the constant 0.0's slot
+    if blk[a + 1] & BLOCK_RELU_CHAIN:       # relus: no op to dispatch on, and nothing to add
+        for j in range(top, -1, -1):        # to the constant 0.0's slot (no node's)
+            t = a + j * stride + L
+            grd[base + t - 1] += (val[base + t] > 0.0) * grd[base + t]
+    else:
+        for j in range(top, -1, -1):        # activations: each passes its grad to its sum
+            t = a + j * stride + L
+            c = code[t]
+            _partials(c.op, val[c.x], val[c.y], val[base + t], &dx, &dy)
+            grd[c.x] += dx * grd[base + t]
+            grd[c.y] += dy * grd[base + t]  # lands in the constant 0.0's slot
     for i in range(L):
         x[i] = val[code[a + i].z]
         gz[i] = grd[code[a + i].z]
