@@ -116,8 +116,9 @@ cdef bint _block_distinct(Instr* code, Py_ssize_t a, Py_ssize_t m, Py_ssize_t L,
 cdef int _block_flags(Instr* code, Py_ssize_t a, Py_ssize_t m, Py_ssize_t L, Py_ssize_t w,
                       Py_ssize_t base) noexcept:
     """BLOCK_DENSE if each neuron's weights are consecutive slots, in the order of its FMAs
-    (nn.py creates a neuron's weights one after the other): backward's loop over a sum's
-    FMAs then reads and writes whole stretches of val and grd, which gcc vectorises.
+    (nn.py creates a neuron's weights one after the other): forward then reads them
+    without their indices, and backward's loop over a sum's FMAs reads and writes whole
+    stretches of val and grd, which gcc vectorises.
     BLOCK_RELU_CHAIN if every activation is a relu and every tail an FMA with it as its
     second factor, adding to the tail before (but the first): a layer's relus and the next
     layer's first sum, which forward runs with nothing to decode."""
@@ -170,11 +171,17 @@ cdef inline Py_ssize_t _block_stride(int* blk, int* chain, Py_ssize_t a) noexcep
 
 
 cdef inline uint64_t _sums_forward(Instr* e, double* o, double* x, Py_ssize_t stride,
-                                   Py_ssize_t L, const double* val, Py_ssize_t w) noexcept:
+                                   Py_ssize_t L, const double* val, Py_ssize_t w,
+                                   bint dense) noexcept:
     """Forward of w (2 or 4: BLOCK_WAYS) sums side by side, the first at instruction e,
     writing each partial sum to o (the first sum's outputs); x: the inputs' values.
+    dense: each sum's weights are consecutive slots, read without their indices.
     Returns the OR of the sums' outputs' _nonfinite_bits."""
     cdef Py_ssize_t i
+    cdef const double* w0
+    cdef const double* w1
+    cdef const double* w2
+    cdef const double* w3
     cdef Instr* e1 = e + stride
     cdef Instr* e2 = e1 + stride
     cdef Instr* e3 = e2 + stride
@@ -182,6 +189,21 @@ cdef inline uint64_t _sums_forward(Instr* e, double* o, double* x, Py_ssize_t st
     cdef double* o2 = o1 + stride
     cdef double* o3 = o2 + stride
     cdef double s0 = val[e.x], s1 = val[e1.x], s2, s3
+    if w == 4 and dense:                    # the same floats, four loads fewer per step
+        s2 = val[e2.x]
+        s3 = val[e3.x]
+        w0, w1, w2, w3 = val + e.y, val + e1.y, val + e2.y, val + e3.y
+        for i in range(L):
+            s0 = s0 + w0[i] * x[i]
+            s1 = s1 + w1[i] * x[i]
+            s2 = s2 + w2[i] * x[i]
+            s3 = s3 + w3[i] * x[i]
+            o[i] = s0
+            o1[i] = s1
+            o2[i] = s2
+            o3[i] = s3
+        return (_nonfinite_bits(s0) | _nonfinite_bits(s1) | _nonfinite_bits(s2)
+                | _nonfinite_bits(s3))
     if w == 4:
         s2 = val[e2.x]
         s3 = val[e3.x]
@@ -228,7 +250,7 @@ cdef Py_ssize_t _block_forward(Instr* code, int* chain, int* blk, double* val,
         if j + w > m:
             j = m - w
         fin |= _sums_forward(code + a + j * stride, val + base + a + j * stride, x, stride, L,
-                             val, w)
+                             val, w, blk[a + 1] & BLOCK_DENSE)
         j += w
     if blk[a + 1] & BLOCK_RELU_CHAIN:       # the same arithmetic, with nothing to decode
         out = val[code[a + L + 1].x]
