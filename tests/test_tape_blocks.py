@@ -97,12 +97,15 @@ def test_an_mlp_step_replays_its_layers_as_blocks():
     assert all(b[5] for b in found)         # relus, and tails that form the next sum
 
 
-@pytest.mark.parametrize("form, chain", [("w*a", True), ("a*a", True), ("a*w", False),
-                                         ("w*a, tanh", False), ("w*a, two sums", False)])
+@pytest.mark.parametrize("form, chain", [("w*a", True), ("a*a", True), ("o*a", True),
+                                         ("a*w", False), ("w*a, tanh", False),
+                                         ("w*a, two sums", False)])
 def test_relus_and_their_tails_replay_as_eager(engine, form, chain):
-    """Forward runs a block's relus and tails in a loop of their own when every tail is an
-    FMA adding its activation (as b in acc + a*b) to the tail before; other blocks with
-    tails take the general loop. Both give eager's values and grads, bit for bit."""
+    """Forward and backward run a block's relus and tails in loops of their own when every
+    tail is an FMA adding its activation (as b in acc + a*b) to the tail before, backward
+    carrying the tails' grad in a register unless a tail also reads the one before as a;
+    other blocks with tails take the general loops. All give eager's values and grads, bit
+    for bit."""
     def build(V):
         rng = random.Random(3)
         ws, bs = params(V, rng, 3, 6)
@@ -113,7 +116,11 @@ def test_relus_and_their_tails_replay_as_eager(engine, form, chain):
             acts = layer(V, xs, ws, bs, "tanh" if "tanh" in form else "relu")
             terms = [a * a if form == "a*a" else a * w if form == "a*w" else w * a
                      for w, a in zip(w2, acts)]
-            if "two sums" in form:          # each tail adds to the tail two before
+            if form == "o*a":               # out + out*a: a tail reads the one before
+                out = V(0.1)                # twice, as acc and as a factor
+                for a in acts:
+                    out = out + out * a
+            elif "two sums" in form:        # each tail adds to the tail two before
                 out = sum(terms[0::2], V(0.1)) + sum(terms[1::2], V(0.2))
             else:
                 out = sum(terms, V(0.1))

@@ -311,7 +311,18 @@ cdef Py_ssize_t _block_backward(Instr* code, int* chain, int* blk, double* val, 
     cdef bint dense = blk[a + 1] & BLOCK_DENSE
     cdef Instr c
     cdef Instr* e
-    if stride == L + 2:
+    if blk[a + 1] & BLOCK_RELU_CHAIN:       # each tail's acc is the tail below: its grad is
+        j = top if (k - a) % stride == L + 1 else top - 1   # carried in a register, as in
+        g = grd[base + a + j * stride + L + 1]              # _run_backward, unless the tail
+        while j >= 0:                                       # also reads it as a factor
+            c = code[a + j * stride + L + 1]
+            gp = grd[c.x] + g
+            grd[c.x] = gp
+            grd[c.y] += val[c.z] * g
+            grd[c.z] += val[c.y] * g
+            g = gp if c.y != c.x else grd[c.x]
+            j -= 1
+    elif stride == L + 2:
         for j in range(top if (k - a) % stride == L + 1 else top - 1, -1, -1):
             t = a + j * stride + L + 1
             c = code[t]
