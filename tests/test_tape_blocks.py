@@ -323,6 +323,49 @@ def test_a_held_partial_sum_gets_its_replayed_data_and_grad(engine):
     assert ours == eager
 
 
+def held_terms(V, hold, scale=1.0):
+    """held_partials' layer, holding each neuron's sum after two terms, or its second
+    product (a MUL fused into that partial sum's FMA), or both, with every leaf's data
+    times scale."""
+    rng = random.Random(2)
+    xs = [V(scale * rng.uniform(-1, 1)) for _ in range(4)]
+    ws, bs = params(V, rng, 4, 3)
+    for p in [p for row in ws for p in row] + bs:
+        p.data *= scale
+    held, acts = [], []
+    for row, b in zip(ws, bs):
+        s = b
+        for i, (w, x) in enumerate(zip(row, xs)):
+            prod = w * x
+            s = s + prod
+            if i == 1:
+                held += [s, prod] if hold == "both" else [s] if hold == "sums" else [prod]
+        acts.append(s.relu())
+    return sum(acts), held, xs + [p for row in ws for p in row] + bs
+
+
+@pytest.mark.parametrize("hold", ["sums", "products", "both"])
+def test_held_partial_sums_and_products_are_current_without_observing(engine, hold):
+    """Replays leave a block's partial sums and their grads to be computed when read; the
+    ones the user holds (and the products fused into them) are written back at once."""
+    root, held, leaves = held_terms(engine.Value, hold)
+    tape = engine.Tape(root)
+    if engine is _engine:
+        assert tape._blocks()
+    for v in leaves:
+        v.data *= 1.5
+    for _ in range(2):
+        for v in leaves:
+            v.grad = 0.0
+        tape.forward()
+        tape.backward()
+    got = [(bits(v.data), bits(v.grad)) for v in held]
+    root, held, _ = held_terms(engine.Value, hold, 1.5)
+    root.backward()
+    assert got == [(bits(v.data), bits(v.grad)) for v in held]
+    assert any(v.grad != 0.0 for v in held)
+
+
 def random_net(V, rng):
     """A random stack of small layers, some of whose nodes play two roles, over random
     (sometimes special) inputs, for the fuzz below."""

@@ -174,7 +174,8 @@ cdef inline uint64_t _sums_forward(Instr* e, double* o, double* x, Py_ssize_t st
                                    Py_ssize_t L, const double* val, Py_ssize_t w,
                                    bint dense) noexcept:
     """Forward of w (2 or 4: BLOCK_WAYS) sums side by side, the first at instruction e,
-    writing each partial sum to o (the first sum's outputs); x: the inputs' values.
+    writing each sum's output to o (the first sum's outputs), but not its partial sums
+    (_fill_partials computes them when read); x: the inputs' values.
     dense: each sum's weights are consecutive slots, read without their indices.
     Returns the OR of the sums' outputs' _nonfinite_bits."""
     cdef Py_ssize_t i
@@ -198,10 +199,10 @@ cdef inline uint64_t _sums_forward(Instr* e, double* o, double* x, Py_ssize_t st
             s1 = s1 + w1[i] * x[i]
             s2 = s2 + w2[i] * x[i]
             s3 = s3 + w3[i] * x[i]
-            o[i] = s0
-            o1[i] = s1
-            o2[i] = s2
-            o3[i] = s3
+        o[L - 1] = s0
+        o1[L - 1] = s1
+        o2[L - 1] = s2
+        o3[L - 1] = s3
         return (_nonfinite_bits(s0) | _nonfinite_bits(s1) | _nonfinite_bits(s2)
                 | _nonfinite_bits(s3))
     if w == 4:
@@ -212,17 +213,17 @@ cdef inline uint64_t _sums_forward(Instr* e, double* o, double* x, Py_ssize_t st
             s1 = s1 + val[e1[i].y] * x[i]
             s2 = s2 + val[e2[i].y] * x[i]
             s3 = s3 + val[e3[i].y] * x[i]
-            o[i] = s0
-            o1[i] = s1
-            o2[i] = s2
-            o3[i] = s3
+        o[L - 1] = s0
+        o1[L - 1] = s1
+        o2[L - 1] = s2
+        o3[L - 1] = s3
         return (_nonfinite_bits(s0) | _nonfinite_bits(s1) | _nonfinite_bits(s2)
                 | _nonfinite_bits(s3))
     for i in range(L):
         s0 = s0 + val[e[i].y] * x[i]
         s1 = s1 + val[e1[i].y] * x[i]
-        o[i] = s0
-        o1[i] = s1
+    o[L - 1] = s0
+    o1[L - 1] = s1
     return _nonfinite_bits(s0) | _nonfinite_bits(s1)
 
 
@@ -284,15 +285,69 @@ cdef Py_ssize_t _block_forward(Instr* code, int* chain, int* blk, double* val,
 
 
 cdef inline void _dense_backward(double* gw, const double* w, const double* x, double* gz,
-                                 double* gpart, double gp, Py_ssize_t n) noexcept:
+                                 double gp, Py_ssize_t n) noexcept:
     """A sum's FMAs below its top, where its weights are the n slots from w (their grads
-    from gw): each weight's grad, each input's (gz), and each partial sum's grad (gpart),
-    gp. Every slot gets one add, so their order is free: gcc vectorises the loop."""
+    from gw): each weight's grad and each input's (gz). Every slot gets one add, so their
+    order is free: gcc vectorises the loop."""
     cdef Py_ssize_t i
     for i in range(n):
         gw[i] += x[i] * gp
         gz[i] += w[i] * gp
-        gpart[i] = gp
+
+
+cdef void _fill_partials(Instr* code, int* chain, int* blk, double* val, double* grd,
+                         Py_ssize_t base, Py_ssize_t n) noexcept:
+    """The partial sums of every block's neurons, which forward and backward do not store:
+    into val (if given), their values, the same floats again from the inputs and weights;
+    into grd (if given), their grads, each its sum's grad plus 0.0 (a partial sum's one
+    reader is the next FMA, which passes it its own grad: 0.0 + g)."""
+    cdef Py_ssize_t k = 0, j, i, s, L, stride
+    cdef double acc
+    while k < n:
+        if blk[k] <= 0:
+            k += 1
+            continue
+        L = chain[k] + 1
+        stride = _block_stride(blk, chain, k)
+        for j in range(blk[k]):
+            s = k + j * stride
+            if val != NULL:
+                acc = val[code[s].x]
+                for i in range(L - 1):
+                    acc = acc + val[code[s + i].y] * val[code[s + i].z]
+                    val[base + s + i] = acc
+            if grd != NULL:
+                acc = grd[base + s + L - 1] + 0.0
+                for i in range(L - 1):
+                    grd[base + s + i] = acc
+        k += blk[k] * stride
+
+
+cdef bint _holds_partial(int* chain, int* blk, Py_ssize_t n, Py_ssize_t base, int* held,
+                         Py_ssize_t n_held, int* fused_in, unsigned char* mark) noexcept:
+    """Is a held slot a block's partial sum, or the MUL fused into one (whose grad is the
+    sum's), written back after every replay? mark: n zeros, left zeros."""
+    cdef Py_ssize_t k = 0, j, i, L, stride, s
+    cdef bint found = False
+    for i in range(n_held):
+        s = held[i] - base
+        if s >= n:                      # a fused MUL: its FMA
+            s = fused_in[s - n]
+        mark[s] = 1
+    while k < n:
+        if blk[k] <= 0:
+            k += 1
+            continue
+        L = chain[k] + 1
+        stride = _block_stride(blk, chain, k)
+        for j in range(blk[k]):
+            for i in range(L - 1):
+                found |= mark[k + j * stride + i]
+        k += blk[k] * stride
+    for i in range(n_held):
+        s = held[i] - base
+        mark[s if s < n else fused_in[s - n]] = 0
+    return found
 
 
 cdef Py_ssize_t _block_backward(Instr* code, int* chain, int* blk, double* val, double* grd,
@@ -356,15 +411,14 @@ cdef Py_ssize_t _block_backward(Instr* code, int* chain, int* blk, double* val, 
         if skip and g == 0.0 and isfinite(val[base + s + L - 1]):
             continue
         # Each FMA passes its grad to acc (0 + g), and so on down: every partial sum's
-        # grad is gp, but the top FMA passes g itself to its factors.
+        # grad is gp (_fill_partials stores it when read), but the top FMA passes g itself
+        # to its factors.
         gp = g + 0.0
         grd[e[L - 1].y] += x[L - 1] * g
         gz[L - 1] += val[e[L - 1].y] * g
         if dense:
-            _dense_backward(grd + e.y, val + e.y, x, gz, grd + base + s, gp, L - 1)
+            _dense_backward(grd + e.y, val + e.y, x, gz, gp, L - 1)
         else:
-            for i in range(L - 1):
-                grd[base + s + i] = gp
             for i in range(L - 2, -1, -1):
                 grd[e[i].y] += x[i] * gp
                 gz[i] += val[e[i].y] * gp

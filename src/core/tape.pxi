@@ -113,6 +113,8 @@ cdef class Tape:
             memset(mark, 0, n)          # mark (n slots) is free again: scratch
             _find_blocks(self.code, self.chain, refs, self.blk, self.n_code, self.n_leaves,
                          self.n_leaves + self.n_ops, mark)
+            self.held_partial = _holds_partial(self.chain, self.blk, self.n_code, self.n_leaves,
+                                               self.held, self.n_held, self.fused_in, mark)
             self.root_slot = root._slot
         finally:
             _end_walk()
@@ -341,6 +343,8 @@ cdef class Tape:
         cdef Py_ssize_t s
         if not (self.stale_data or self.stale_grad):
             return
+        self._current_partials(FIELD_DATA)
+        self._current_partials(FIELD_GRAD)
         self._fill_fused()
         for s in range(self.n_leaves, self.n_leaves + self.n_ops):
             if self.is_held[s]:
@@ -359,6 +363,18 @@ cdef class Tape:
         self.val[f + j] = self.val[self.code[k].y] * self.val[self.code[k].z]
         self.grd[f + j] = self.grd[self.n_leaves + k]  # the ADD's grad, passed on
 
+    cdef void _current_partials(self, int field) noexcept:
+        """Store the blocks' partial sums' data (or grads), which replays leave to be
+        computed when read."""
+        if field == FIELD_DATA and self.stale_partials:
+            _fill_partials(self.code, self.chain, self.blk, self.val, NULL, self.n_leaves,
+                           self.n_code)
+            self.stale_partials = False
+        elif field == FIELD_GRAD and self.stale_partial_grads:
+            _fill_partials(self.code, self.chain, self.blk, NULL, self.grd, self.n_leaves,
+                           self.n_code)
+            self.stale_partial_grads = False
+
     cdef void _fill_fused(self) noexcept:
         cdef Py_ssize_t j
         for j in range(self.n_ops - self.n_code):
@@ -371,6 +387,8 @@ cdef class Tape:
         cdef Py_ssize_t k, s, fused_start = self.n_leaves + self.n_code
         cdef PyObject* p
         cdef double* src = self.val if field == FIELD_DATA else self.grd
+        if _observed or self.held_partial:
+            self._current_partials(field)
         if _observed:
             self._fill_fused()
             for s in range(self.n_leaves, self.n_leaves + self.n_ops):
@@ -466,6 +484,7 @@ cdef class Tape:
                 k += 1
         self.spare = self.val           # complete: the new values become current
         self.val = val
+        self.stale_partials = True
         self.finite = (bad >> 63) == 0
         self._write_back(FIELD_DATA)
         return val[self.root_slot]
@@ -543,6 +562,7 @@ cdef class Tape:
             s = self.by_use[j]
             p = self._nodes[s]
             _add_grad(<Value>p, grd[s])
+        self.stale_partial_grads = not far      # far: the instruction loop stored them
         self._write_back(FIELD_GRAD)
 
     def __len__(self):

@@ -186,6 +186,10 @@ cdef class Tape:
                                 #   (all of them once recorded); it skips the rest
     cdef bint finite            # every instruction's output in val is finite, so backward
                                 #   skips a zero-grad run without checking its outputs
+    cdef bint stale_partials    # val's partial sums in blocks lag behind: forward does not
+                                #   store them (core/blocks.pxi: _fill_partials)
+    cdef bint stale_partial_grads  # nor does backward store their grads
+    cdef bint held_partial      # the user holds one (or its fused MUL): written back always
     cdef bint stale_data        # op nodes' Value.data lag behind val
     cdef bint stale_grad        # op nodes' Value.grad lag behind grd
     cdef Value _root            # the recorded root (Tape.root)
@@ -202,5 +206,6 @@ cdef class Tape:
     cdef void _sync(self) noexcept
     cdef inline void _fill(self, Py_ssize_t j) noexcept
     cdef void _fill_fused(self) noexcept
+    cdef void _current_partials(self, int field) noexcept
     cdef void _write_back(self, int field) noexcept
     cdef void _mark_stale(self, int field) noexcept
