@@ -1,4 +1,4 @@
-"""Tape.backward passes over runs of instructions whose grad is 0 (core/tape.pxi: _regions).
+"""Tape.backward passes over runs of instructions whose grad is 0 (core/replay.pxi: _skip_regions).
 
 Adding a zero to a grad leaves it as it was, with two exceptions the skip must respect:
 -0.0 + +0.0 is +0.0, and a zero grad times an inf or nan partial is nan. Every test here

@@ -15,7 +15,8 @@
 # Forward runs the sums, then each activation and tail in order; backward the tails, the
 # activations, then the sums, each top down. Two common shapes get loops that decode less
 # (_block_flags): relus whose tails form the next layer's first sum, and weights in
-# consecutive slots. That is safe because nothing else runs
+# consecutive slots. Neither stores a partial sum or its grad: each has one reader, the next
+# FMA, and _fill_partials computes them when something else reads them. That is safe because nothing else runs
 # between the block's instructions, the sums read only slots written before the block,
 # a tail only those, its activation and earlier tails, and each partial sum has one
 # reader, the next FMA. Backward adds to each slot in the order the instruction loop

@@ -1,5 +1,6 @@
 # The Tape's inner loops (core/tape.pxi runs them): forward's loop for a neuron's sum,
-# backward's carry along a sum, the skip of zero-grad runs, and their prefetching.
+# backward's carry along a sum, the skip of zero-grad runs (_skip_regions finds them
+# when recording), and their prefetching.
 # C only: the twin (micrograd/_pure/tape.py) runs the same arithmetic one instruction at a
 # time, inline in its forward and backward, zeros included; the results are the same floats.
 
@@ -115,6 +116,40 @@ cdef inline bint _run_finite(const double* out, Py_ssize_t j, Py_ssize_t k,
 cdef inline void _use(int* last_use, Py_ssize_t i, Py_ssize_t n, Py_ssize_t k) noexcept:
     if 0 <= i < n:                      # an instruction's output, not a leaf or constant
         last_use[i] = k
+
+
+cdef void _skip_regions(Instr* code, Py_ssize_t n, Py_ssize_t base, int* last_use,
+                        int* chain, int* lo) noexcept:
+    """Recording, for the Tape's loops (chain and lo: n ints each, zeroed). chain[k]: how
+    many instructions right after k are FMAs each adding to the output of the one before.
+    lo[k]: the lowest instruction of the run of zero-safe ones below a zero-safe k whose
+    outputs feed only instructions in the run or k itself. When k's grad is 0 and the run's
+    outputs are finite, so is the grad of every node in it, and everything it passes down
+    is a zero, which adds nothing to a grad: backward skips the run (a dead relu's neuron
+    sum, a met margin's whole sample: in the demo, most of a step's instructions after its
+    first step). Runs nest, so each is found by jumping over the runs below it. last_use:
+    n ints, left holding the highest instruction reading each one's output (n: none).
+    (C only: the twin computes the zeros.)"""
+    cdef Py_ssize_t k, s
+    cdef Instr c
+    for k in range(n):
+        last_use[k] = n                     # read by none (the root): never in a run
+    for k in range(n):
+        c = code[k]
+        _use(last_use, c.x - base, n, k)
+        _use(last_use, c.y - base, n, k)
+        if c.op == FMA:
+            _use(last_use, c.z - base, n, k)
+    for k in range(n - 2, -1, -1):
+        c = code[k + 1]
+        if c.op == FMA and c.x == base + k:
+            chain[k] = chain[k + 1] + 1
+    for k in range(n):
+        s = k
+        if _zero_safe(code[k].op):
+            while s > 0 and last_use[s - 1] <= k and _zero_safe(code[s - 1].op):
+                s = lo[s - 1]
+        lo[k] = s
 
 
 cdef inline bint _is_minus_zero(double x) noexcept:

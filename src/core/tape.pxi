@@ -109,7 +109,8 @@ cdef class Tape:
             self._plan(root, n, refs, mark)
             self._place(n, refs, mark)
             self._compile(n)
-            self._regions(refs)         # refs (n >= n_code ints): each output's last use
+            _skip_regions(self.code, self.n_code, self.n_leaves, refs, self.chain, self.lo)
+                                        # refs (n >= n_code ints): each output's last use
             memset(mark, 0, n)          # mark (n slots) is free again: scratch
             _find_blocks(self.code, self.chain, refs, self.blk, self.n_code, self.n_leaves,
                          self.n_leaves + self.n_ops, mark)
@@ -256,38 +257,6 @@ cdef class Tape:
             if _can_raise(v._code):
                 self.checked[self.n_checked] = k
                 self.n_checked += 1
-
-    cdef void _regions(self, int* last_use) noexcept:
-        """chain[k]: how many instructions right after k are FMAs each adding to the output
-        of the one before. lo[k]: the lowest instruction of the run of zero-safe ones below
-        a zero-safe k whose outputs feed only instructions in the run or k itself. When k's
-        grad is 0 and the run's outputs are finite, so is the grad of every node in it, and
-        everything it passes down is a zero, which adds nothing to a grad: backward skips
-        the run (a dead relu's neuron sum, a met margin's whole sample: in the demo, most
-        of a step's instructions after its first step). Runs nest, so each is found by
-        jumping over the runs below it. last_use: n_code ints, left holding the highest
-        instruction reading each one's output (n: none). (C only: the twin computes the
-        zeros.)"""
-        cdef Py_ssize_t k, s, base = self.n_leaves, n = self.n_code
-        cdef Instr c
-        for k in range(n):
-            last_use[k] = n                 # read by none (the root): never in a run
-        for k in range(n):
-            c = self.code[k]
-            _use(last_use, c.x - base, n, k)
-            _use(last_use, c.y - base, n, k)
-            if c.op == FMA:
-                _use(last_use, c.z - base, n, k)
-        for k in range(n - 2, -1, -1):
-            c = self.code[k + 1]
-            if c.op == FMA and c.x == base + k:
-                self.chain[k] = self.chain[k + 1] + 1
-        for k in range(n):
-            s = k
-            if _zero_safe(self.code[k].op):
-                while s > 0 and last_use[s - 1] <= k and _zero_safe(self.code[s - 1].op):
-                    s = self.lo[s - 1]
-            self.lo[k] = s
 
     def __dealloc__(self):
         cdef Py_ssize_t s
@@ -503,7 +472,7 @@ cdef class Tape:
         cdef Py_ssize_t top
         cdef Instr c
         cdef PyObject* p
-        cdef bint skip = True                   # may skip zero-grad runs (see _regions)
+        cdef bint skip = True                   # may skip zero-grad runs (see _skip_regions)
         cdef bint finite = self.finite          # every output is: no run needs checking
         cdef _Finite known = _Finite(0, -1, False)  # nothing known yet
         _ready(self)

@@ -178,7 +178,7 @@ cdef class Tape:
                                 #   -(start + 1) at each of its activations and tails, else
                                 #   0 (core/blocks.pxi)
     cdef int* lo                # per instruction k: backward may skip k down to lo[k] when
-                                #   k's grad is 0 (core/tape.pxi: _regions); lo[k] = k if not
+                                #   k's grad is 0 (core/replay.pxi: _skip_regions); lo[k] = k if not
     cdef int* checked           # instructions whose partials can raise (POWC, POW, LOG)
     cdef Py_ssize_t n_checked   # entries in checked
     cdef int* dirty             # instruction ranges (first, last) whose grads the last
@@ -200,7 +200,6 @@ cdef class Tape:
     cdef int _plan(self, Value root, Py_ssize_t n, int* refs, unsigned char* mark) except -1
     cdef void _place(self, Py_ssize_t n, int* refs, unsigned char* mark) noexcept
     cdef void _compile(self, Py_ssize_t n) noexcept
-    cdef void _regions(self, int* last_use) noexcept
     cdef void _untag(self) noexcept
     cdef void _tag(self) noexcept
     cdef void _sync(self) noexcept
