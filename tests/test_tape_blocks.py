@@ -57,9 +57,12 @@ def mlp_graph(V, seed, sizes, acts, n_samples=3, special=None, low=None):
     return total, nodes, leaves
 
 
-def replay_and_eager(engine, build, leaf_grad=0.0, forwards=2):
-    """[data and grad bits of every node and leaf] after a Tape's replay (forward twice,
-    as a training loop would, then backward) and after eager backward on a second build."""
+def replay_and_eager(engine, build, leaf_grad=0.0, forwards=3):
+    """[data and grad bits of every node and leaf] after a Tape's replay (forwards, as a
+    training loop would, then backward) and after eager backward on a second build.
+    All forwards but the last run on other leaf values, so that a replay reading a slot
+    before it writes it gets values the record did not leave there (forward writes each
+    replay into the other of two buffers)."""
     out = []
     for use_tape in (True, False):
         root, nodes, leaves = build(engine.Value)
@@ -67,8 +70,14 @@ def replay_and_eager(engine, build, leaf_grad=0.0, forwards=2):
             v.grad = leaf_grad
         if use_tape:
             tape = engine.Tape(root)
-            for _ in range(forwards):
+            for i in range(forwards):
+                data = [v.data for v in leaves]
+                if i < forwards - 1:
+                    for v in leaves:
+                        v.data = v.data * 0.75 + 0.125
                 tape.forward()
+                for v, x in zip(leaves, data):
+                    v.data = x
             tape.backward()
             list(tape.nodes)                # write every node back: read them all
         else:
@@ -99,7 +108,7 @@ def test_an_mlp_step_replays_its_layers_as_blocks():
 
 @pytest.mark.parametrize("form, chain", [("w*a", True), ("a*a", True), ("o*a", True),
                                          ("a*w", False), ("w*a, tanh", False),
-                                         ("w*a, two sums", False)])
+                                         ("w*a, two sums", False), ("a0 + w*a", False)])
 def test_relus_and_their_tails_replay_as_eager(engine, form, chain):
     """Forward and backward run a block's relus and tails in loops of their own when every
     tail is an FMA adding its activation (as b in acc + a*b) to the tail before, backward
@@ -107,7 +116,7 @@ def test_relus_and_their_tails_replay_as_eager(engine, form, chain):
     other blocks with tails take the general loops. All give eager's values and grads, bit
     for bit."""
     def build(V):
-        rng = random.Random(3)
+        rng = random.Random(6)
         ws, bs = params(V, rng, 3, 6)
         w2 = [V(rng.uniform(-1, 1)) for _ in range(6)]
         total, nodes, leaves = V(0.0), [], [p for row in ws for p in row] + bs + w2
@@ -122,6 +131,8 @@ def test_relus_and_their_tails_replay_as_eager(engine, form, chain):
                     out = out + out * a
             elif "two sums" in form:        # each tail adds to the tail two before
                 out = sum(terms[0::2], V(0.1)) + sum(terms[1::2], V(0.2))
+            elif form == "a0 + w*a":        # the first tail adds to its own activation,
+                out = sum(terms, acts[0])   # which forward has not computed before it
             else:
                 out = sum(terms, V(0.1))
             leaves += xs

@@ -121,7 +121,8 @@ cdef int _block_flags(Instr* code, Py_ssize_t a, Py_ssize_t m, Py_ssize_t L, Py_
     without their indices, and backward's loop over a sum's FMAs reads and writes whole
     stretches of val and grd, which gcc vectorises.
     BLOCK_RELU_CHAIN if every activation is a relu and every tail an FMA with it as its
-    second factor, adding to the tail before (but the first): a layer's relus and the next
+    second factor, adding to the tail before (the first: to a slot written before the
+    block, which forward reads before the first relu): a layer's relus and the next
     layer's first sum, which forward runs with nothing to decode."""
     cdef Py_ssize_t i, j, t
     cdef int flags = BLOCK_DENSE | (BLOCK_RELU_CHAIN if w == L + 2 else 0)
@@ -133,7 +134,7 @@ cdef int _block_flags(Instr* code, Py_ssize_t a, Py_ssize_t m, Py_ssize_t L, Py_
         t = a + j * w + L
         c = code[t + 1]
         if (w == L + 2 and (code[t].op != RELU or c.op != FMA or c.z != base + t
-                            or (j > 0 and c.x != base + t - w + 1))):
+                            or (c.x != base + t - w + 1 if j > 0 else c.x >= base + a))):
             flags &= ~BLOCK_RELU_CHAIN
     return flags
 
