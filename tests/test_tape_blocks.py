@@ -178,6 +178,8 @@ def test_dense_and_scattered_weights_replay_as_eager(engine, order):
     ([3, 5, 4, 2], ["tanh", "relu", "sigmoid"]),
     ([4, 2, 3], ["exp", "tanh"]),
     ([7, 9, 1], ["relu", "tanh"]),
+    ([3, 24, 9, 1], ["relu", "relu", "relu"]),     # eight sums side by side: 3 groups; 1
+    ([5, 19, 2], ["relu", "relu"]),                 # the last group overlaps the one before
 ])
 @pytest.mark.parametrize("seed", range(3))
 def test_layers_replay_as_eager(engine, sizes, acts, seed):

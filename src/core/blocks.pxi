@@ -172,10 +172,38 @@ cdef inline Py_ssize_t _block_stride(int* blk, int* chain, Py_ssize_t a) noexcep
     return L + 2 if blk[a + L + 1] < 0 else L + 1
 
 
+cdef inline uint64_t _dense_sums8(Instr* e, double* o, double* x, Py_ssize_t stride,
+                                  Py_ssize_t L, const double* val) noexcept:
+    """_sums_forward of BLOCK_WAYS_DENSE sums over dense weights."""
+    cdef Py_ssize_t i
+    cdef const double* w[8]
+    cdef double s0, s1, s2, s3, s4, s5, s6, s7
+    for i in range(8):
+        w[i] = val + e[i * stride].y
+    s0, s1, s2, s3 = val[e.x], val[e[stride].x], val[e[2 * stride].x], val[e[3 * stride].x]
+    s4, s5 = val[e[4 * stride].x], val[e[5 * stride].x]
+    s6, s7 = val[e[6 * stride].x], val[e[7 * stride].x]
+    for i in range(L):
+        s0 = s0 + w[0][i] * x[i]
+        s1 = s1 + w[1][i] * x[i]
+        s2 = s2 + w[2][i] * x[i]
+        s3 = s3 + w[3][i] * x[i]
+        s4 = s4 + w[4][i] * x[i]
+        s5 = s5 + w[5][i] * x[i]
+        s6 = s6 + w[6][i] * x[i]
+        s7 = s7 + w[7][i] * x[i]
+    o[L - 1], o[stride + L - 1], o[2 * stride + L - 1], o[3 * stride + L - 1] = s0, s1, s2, s3
+    o[4 * stride + L - 1], o[5 * stride + L - 1] = s4, s5
+    o[6 * stride + L - 1], o[7 * stride + L - 1] = s6, s7
+    return (_nonfinite_bits(s0) | _nonfinite_bits(s1) | _nonfinite_bits(s2)
+            | _nonfinite_bits(s3) | _nonfinite_bits(s4) | _nonfinite_bits(s5)
+            | _nonfinite_bits(s6) | _nonfinite_bits(s7))
+
+
 cdef inline uint64_t _sums_forward(Instr* e, double* o, double* x, Py_ssize_t stride,
                                    Py_ssize_t L, const double* val, Py_ssize_t w,
                                    bint dense) noexcept:
-    """Forward of w (2 or 4: BLOCK_WAYS) sums side by side, the first at instruction e,
+    """Forward of w (2, BLOCK_WAYS or BLOCK_WAYS_DENSE) sums side by side, the first at instruction e,
     writing each sum's output to o (the first sum's outputs), but not its partial sums
     (_fill_partials computes them when read); x: the inputs' values.
     dense: each sum's weights are consecutive slots, read without their indices.
@@ -191,7 +219,10 @@ cdef inline uint64_t _sums_forward(Instr* e, double* o, double* x, Py_ssize_t st
     cdef double* o1 = o + stride
     cdef double* o2 = o1 + stride
     cdef double* o3 = o2 + stride
-    cdef double s0 = val[e.x], s1 = val[e1.x], s2, s3
+    cdef double s0, s1, s2, s3
+    if w == BLOCK_WAYS_DENSE:
+        return _dense_sums8(e, o, x, stride, L, val)
+    s0, s1 = val[e.x], val[e1.x]
     if w == 4 and dense:                    # the same floats, four loads fewer per step
         s2 = val[e2.x]
         s3 = val[e3.x]
@@ -245,9 +276,14 @@ cdef Py_ssize_t _block_forward(Instr* code, int* chain, int* blk, double* val,
     cdef Py_ssize_t stride = _block_stride(blk, chain, a)
     cdef double act, out
     cdef Py_ssize_t w = BLOCK_WAYS if m >= BLOCK_WAYS else 2
+    cdef Py_ssize_t done = 0                # relu chain: neurons whose relu and tail ran
+    cdef bint chain_ = blk[a + 1] & BLOCK_RELU_CHAIN
     cdef Instr c
+    if blk[a + 1] & BLOCK_DENSE and m >= BLOCK_WAYS_DENSE:
+        w = BLOCK_WAYS_DENSE
     for i in range(L):
         x[i] = val[code[a + i].z]
+    out = val[code[a + L + 1].x] if chain_ else 0.0
     j = 0
     while j < m:
         if j + w > m:
@@ -255,14 +291,15 @@ cdef Py_ssize_t _block_forward(Instr* code, int* chain, int* blk, double* val,
         fin |= _sums_forward(code + a + j * stride, val + base + a + j * stride, x, stride, L,
                              val, w, blk[a + 1] & BLOCK_DENSE)
         j += w
-    if blk[a + 1] & BLOCK_RELU_CHAIN:       # the same arithmetic, with nothing to decode
-        out = val[code[a + L + 1].x]
-        for j in range(m):
-            t = a + j * stride + L
-            act = _relu(val[base + t - 1])
-            val[base + t] = act
-            out = out + val[code[t + 1].y] * act
-            val[base + t + 1] = out
+        if chain_:                          # this group's relus and tails, with nothing to
+            for i in range(done, j):        # decode: the tails' serial chain of adds runs
+                t = a + i * stride + L          # beside the next group's sums
+                act = _relu(val[base + t - 1])
+                val[base + t] = act
+                out = out + val[code[t + 1].y] * act
+                val[base + t + 1] = out
+            done = j
+    if chain_:
         bad[0] = fin | _nonfinite_bits(out)
         return m * stride
     tail = -1                               # the last tail's slot and output: the next

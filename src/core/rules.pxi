@@ -29,15 +29,31 @@ cdef double _log(double x) except? -1.0:
     return log(x)
 
 
-cdef inline double _relu(double x) noexcept:
-    """``0.0 if x < 0.0 else x`` (nan and -0.0 pass through), without a branch: in training
-    a relu's sign is a coin toss, and gcc's branch would be mispredicted half the time.
-    x < 0.0 makes an all-zeros mask, which clears x to +0.0; else all ones, which keeps it."""
-    cdef uint64_t bits
-    memcpy(&bits, &x, sizeof(double))
-    bits &= <uint64_t>(x < 0.0) - 1
-    memcpy(&x, &bits, sizeof(double))
-    return x
+cdef extern from *:
+    """
+    #if defined(__SSE2__) || defined(_M_X64)
+    #include <emmintrin.h>
+    /* maxsd 0, x gives (0 > x) ? 0 : x, and its second operand, x, when they compare
+       equal (-0.0) or unordered (nan): the relu in one instruction, with no branch. */
+    static inline double micrograd_relu(double x) {
+        return _mm_cvtsd_f64(_mm_max_sd(_mm_setzero_pd(), _mm_set_sd(x)));
+    }
+    #else
+    #include <stdint.h>
+    #include <string.h>
+    /* x < 0 makes an all-zeros mask, which clears x to +0.0; else all ones, which keeps it */
+    static inline double micrograd_relu(double x) {
+        uint64_t bits;
+        memcpy(&bits, &x, sizeof bits);
+        bits &= (uint64_t)(x < 0.0) - 1;
+        memcpy(&x, &bits, sizeof bits);
+        return x;
+    }
+    #endif
+    """
+    # ``0.0 if x < 0.0 else x`` (nan and -0.0 pass through), without a branch: in training
+    # a relu's sign is a coin toss, and gcc's branch would be mispredicted half the time
+    double _relu "micrograd_relu"(double x) noexcept nogil
 
 
 cdef inline double _sigmoid(double x) noexcept:
