@@ -394,7 +394,7 @@ cdef Py_ssize_t _block_backward(Instr* code, int* chain, int* blk, double* val, 
                                 bint skip) noexcept:
     """Backward of the block at instruction a from its activation or tail at k down (k is
     below the last one when backward skipped what was above); returns a - 1. Tails first,
-    then activations, then sums, each top down. A sum whose grad is 0 and whose output is
+    then activations, then sums, each top down (a relu chain's relus each with its sum). A sum whose grad is 0 and whose output is
     finite (then so is each partial sum and factor: an inf or nan carries up a sum) is
     skipped, as Tape.backward skips a zero-grad run (skip: no leaf's grad is -0.0)."""
     cdef double x[BLOCK_MAX]
@@ -402,20 +402,29 @@ cdef Py_ssize_t _block_backward(Instr* code, int* chain, int* blk, double* val, 
     cdef double dx, dy, g, gp
     cdef Py_ssize_t i, j, s, t, L = chain[a] + 1
     cdef Py_ssize_t stride = _block_stride(blk, chain, a), top = (k - a) // stride
+    cdef Py_ssize_t y, p
     cdef bint dense = blk[a + 1] & BLOCK_DENSE
+    cdef bint chain_ = blk[a + 1] & BLOCK_RELU_CHAIN
     cdef Instr c
     cdef Instr* e
-    if blk[a + 1] & BLOCK_RELU_CHAIN:       # each tail's acc is the tail below: its grad is
+    if chain_:                              # each tail's acc is the tail below: its grad is
         j = top if (k - a) % stride == L + 1 else top - 1   # carried in a register, as in
         g = grd[base + a + j * stride + L + 1]              # _run_backward, unless the tail
-        while j >= 0:                                       # also reads it as a factor
-            c = code[a + j * stride + L + 1]
-            gp = grd[c.x] + g
-            grd[c.x] = gp
+        while j > 0:                                        # also reads it as a factor;
+            t = base + a + j * stride + L                   # its acc and second factor are
+            y = code[t - base + 1].y                        # known slots: the tail below's
+            p = t + 1 - stride                              # and its activation's (t)
+            gp = grd[p] + g
+            grd[p] = gp
+            grd[y] += val[t] * g
+            grd[t] += val[y] * g
+            g = gp if y != p else grd[p]
+            j -= 1
+        if j == 0:                          # the first: its acc comes from before the block
+            c = code[a + L + 1]
+            grd[c.x] += g
             grd[c.y] += val[c.z] * g
             grd[c.z] += val[c.y] * g
-            g = gp if c.y != c.x else grd[c.x]
-            j -= 1
     elif stride == L + 2:
         for j in range(top if (k - a) % stride == L + 1 else top - 1, -1, -1):
             t = a + j * stride + L + 1
@@ -429,11 +438,7 @@ cdef Py_ssize_t _block_backward(Instr* code, int* chain, int* blk, double* val, 
                 _partials(c.op, val[c.x], val[c.y], val[base + t], &dx, &dy)
                 grd[c.x] += dx * g
                 grd[c.y] += dy * g
-    if blk[a + 1] & BLOCK_RELU_CHAIN:       # relus: no op to dispatch on, and nothing to add
-        for j in range(top, -1, -1):        # to the constant 0.0's slot (no node's)
-            t = a + j * stride + L
-            grd[base + t - 1] += (val[base + t] > 0.0) * grd[base + t]
-    else:
+    if not chain_:                          # (relus: in the sums' loop below)
         for j in range(top, -1, -1):        # activations: each passes its grad to its sum
             t = a + j * stride + L
             c = code[t]
@@ -447,6 +452,9 @@ cdef Py_ssize_t _block_backward(Instr* code, int* chain, int* blk, double* val, 
         s = a + j * stride
         e = code + s
         g = grd[base + s + L - 1]           # the sum's grad
+        if chain_:                          # its relu's, with no op to dispatch on and
+            g = g + (val[base + s + L] > 0.0) * grd[base + s + L]   # nothing added to the
+            grd[base + s + L - 1] = g                               # constant 0.0's slot
         if skip and g == 0.0 and isfinite(val[base + s + L - 1]):
             continue
         # Each FMA passes its grad to acc (0 + g), and so on down: every partial sum's
