@@ -85,25 +85,56 @@ def info(**extra):
 
 def tape_optim(demo_mod, steps, warmup):
     """The bare replayed step: tape.forward(); opt.zero_grad(); tape.backward(); opt.step(),
-    the rate set by the notebook's schedule (no accuracy: the C step computes none)."""
+    the rate set by the notebook's schedule (no accuracy: the C step computes none). Timed
+    as demo_step.c times the C step: the step in a run with a clock read only between steps
+    (a read costs ~0.6 us of process CPU time, and the C loop has none inside), the phases
+    in a run of the same steps from the same weights with a clock between them; both after
+    an untimed run of those steps (the C step, too, is timed after thousands of steps)."""
     from micrograd.optim import SGD
     d = demo_mod.Demo("cython")
     total, _, _ = d.loss()
-    tape, opt = d.Tape(total), SGD(d.model.parameters(), lr=demo_mod.learning_rate(0))
+    params = d.model.parameters()
+    start = [p.data for p in params]
+    tape, opt = d.Tape(total), SGD(params, lr=demo_mod.learning_rate(0))
+    group, rate, n = opt.param_groups[0], demo_mod.learning_rate, warmup + steps
 
-    def one_step(k):
-        t0 = clock()
-        loss = tape.forward()
-        t1 = clock()
-        opt.zero_grad()
-        tape.backward()
-        t2 = clock()
-        opt.param_groups[0]["lr"] = demo_mod.learning_rate(k)
-        opt.step()
-        t3 = clock()
-        return loss, {"forward": t1 - t0, "backward": t2 - t1, "update": t3 - t2, "step": t3 - t0}
+    def whole():
+        for p, v in zip(params, start):
+            p.data = v
+        marks, losses = [0] * (n + 1), [0.0] * n
+        marks[0] = clock()
+        for i in range(n):
+            losses[i] = tape.forward()
+            opt.zero_grad()
+            tape.backward()
+            group["lr"] = rate(i % 100)
+            opt.step()
+            marks[i + 1] = clock()
+        return [b - a for a, b in zip(marks[warmup:], marks[warmup + 1:])], losses
 
-    times, losses = peers.timed(steps, warmup, one_step)
+    def phased():
+        for p, v in zip(params, start):
+            p.data = v
+        marks, losses = [], []
+        for i in range(n):
+            t0 = clock()
+            losses.append(tape.forward())
+            t1 = clock()
+            opt.zero_grad()
+            tape.backward()
+            t2 = clock()
+            group["lr"] = rate(i % 100)
+            opt.step()
+            marks.append((t0, t1, t2, clock()))
+        return marks[warmup:], losses
+
+    whole()
+    marks, losses = phased()
+    step_ns, again = whole()
+    if again != losses:
+        raise RuntimeError("the step's run and the phases' give different losses")
+    times = {"forward": [b - a for a, b, _, _ in marks], "backward": [c - b for _, b, c, _ in marks],
+             "update": [d - c for _, _, c, d in marks], "free": [None] * steps, "step": step_ns}
     return times, losses, {"tape_nodes": len(tape)}
 
 
