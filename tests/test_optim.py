@@ -247,6 +247,21 @@ def test_group_params_list_changed(engine):
     assert snapshot([a, b]) == before
 
 
+def test_group_params_replaced_in_place_or_by_another_sequence(engine):
+    """The step's one-call check of every group sees a swapped Value, a tuple for the
+    list, and a second group's change, as _checked does."""
+    a, b, c = engine.Value(1.0), engine.Value(2.0), engine.Value(3.0)
+    opt = SGD([{"params": [a]}, {"params": [b]}], lr=0.5)
+    a.grad = b.grad = c.grad = 1.0
+    opt.param_groups[1]["params"][0] = c
+    opt.step()
+    assert (a.data, b.data, c.data) == (0.5, 2.0, 2.5)
+    opt.param_groups[0]["params"] = (b,)
+    opt.zero_grad()
+    assert (a.grad, b.grad, c.grad) == (1.0, 0.0, 0.0)
+    assert opt.param_groups[0]["params"] == [b]
+
+
 @pytest.mark.parametrize("which", sorted(OPTIMIZERS))
 def test_state_dict_round_trip(engine, which):
     make, _ = OPTIMIZERS[which]

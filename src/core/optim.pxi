@@ -81,6 +81,29 @@ def _optim_same_params(list current, tuple checked):
     return True
 
 
+def _optim_checked(list groups, list states):
+    """Every group's checked tuple, if each group's 'params' is still a list of exactly the
+    Values checked (Optimizer._checked's common case for all groups, in one call); else
+    None."""
+    cdef Py_ssize_t i, n = _list_size(groups)
+    cdef object group, gs, params, checked
+    if _list_size(states) != n:
+        return None
+    out = []
+    for i in range(n):
+        group = <object>_list_item(groups, i)
+        gs = <object>_list_item(states, i)
+        if type(group) is not dict or type(gs) is not dict:
+            return None
+        params = (<dict>group).get("params")
+        checked = (<dict>gs).get("params")
+        if (type(params) is not list or type(checked) is not tuple
+                or not _optim_same_params(params, checked)):
+            return None
+        out.append(checked)
+    return out
+
+
 def _optim_first_non_leaf(tuple params):
     """Index of the first parameter that is an op's result (torch: "can't optimize a
     non-leaf Tensor"), or -1. Reads the op code: v._prev would sync every live Tape."""

@@ -153,11 +153,18 @@ class Optimizer:
         checked: tuple[Value, ...] = gs["params"]
         return checked
 
+    def _all_checked(self) -> list[tuple[Value, ...]]:
+        """Every group's _checked, all before any is used; in one kernel call when no
+        group's list changed (a training loop's every step)."""
+        checked: Optional[list[tuple[Value, ...]]] = self._kernel._optim_checked(
+            self.param_groups, self._group_state)
+        return checked or [self._checked(i) for i in range(len(self.param_groups))]
+
     # -- the torch.optim API ---------------------------------------------------------------
     def zero_grad(self, set_to_none: bool = False) -> None:
         """Set every parameter's grad to 0.0 (a Value's grad is a float: never None)."""
-        for i in range(len(self.param_groups)):
-            self._kernel._optim_zero_grad(self._checked(i))
+        for params in self._all_checked():
+            self._kernel._optim_zero_grad(params)
 
     @overload
     def step(self, closure: None = None) -> None: ...
@@ -169,8 +176,7 @@ class Optimizer:
         loss = None
         if closure is not None:
             loss = closure()
-        checked = [self._checked(i) for i in range(len(self.param_groups))]
-        for group, gs, params in zip(self.param_groups, self._group_state, checked):
+        for group, gs, params in zip(self.param_groups, self._group_state, self._all_checked()):
             self._step_group(group, gs, params)
         return loss
 

@@ -54,6 +54,23 @@ def _optim_same_params(current, checked):
     return len(current) == len(checked) and all(a is b for a, b in zip(current, checked))
 
 
+def _optim_checked(groups, states):
+    """Every group's checked tuple, if each group's 'params' is still a list of exactly the
+    Values checked; else None (see core/optim.pxi)."""
+    if len(states) != len(groups):
+        return None
+    out = []
+    for group, gs in zip(groups, states):
+        if type(group) is not dict or type(gs) is not dict:
+            return None
+        params, checked = group.get("params"), gs.get("params")
+        if (type(params) is not list or type(checked) is not tuple
+                or not _optim_same_params(params, checked)):
+            return None
+        out.append(checked)
+    return out
+
+
 def _optim_first_non_leaf(params):
     """Index of the first parameter that is an op's result, or -1 (see core/optim.pxi)."""
     for i, p in enumerate(params):
