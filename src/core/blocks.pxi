@@ -263,9 +263,10 @@ cdef inline uint64_t _sums_forward(Instr* e, double* o, double* x, Py_ssize_t st
 cdef Py_ssize_t _block_forward(Instr* code, int* chain, int* blk, double* val,
                                Py_ssize_t base, Py_ssize_t a, uint64_t* bad) except -1:
     """Forward of the block of m neurons at instruction a; returns its length in
-    instructions. Groups of BLOCK_WAYS sums; a last group that does not fill up starts
-    earlier and recomputes sums already done (the same floats again): no one-sum tail,
-    which would be one serial chain. Sets bad to the OR of the _nonfinite_bits of each
+    instructions. Sums of up to BLOCK_NARROW FMAs one at a time, longer ones in groups of
+    BLOCK_WAYS (BLOCK_WAYS_DENSE over dense weights); a last group that does not fill up
+    starts earlier and recomputes sums already done (the same floats again): no one-sum
+    tail, which would be one serial chain. Sets bad to the OR of the _nonfinite_bits of each
     sum's output and of each tail that the next one does not add to: an inf or nan carries
     up a sum, so a sum's output answers for its partial sums, the last tail of a chain for
     the chain, and the sum for its activation, which is finite where its input is (exp and
@@ -274,17 +275,34 @@ cdef Py_ssize_t _block_forward(Instr* code, int* chain, int* blk, double* val,
     cdef uint64_t fin = 0
     cdef Py_ssize_t i, j, t, tail, m = blk[a], L = chain[a] + 1
     cdef Py_ssize_t stride = _block_stride(blk, chain, a)
-    cdef double act, out
+    cdef double act, out, s
     cdef Py_ssize_t w = BLOCK_WAYS if m >= BLOCK_WAYS else 2
     cdef Py_ssize_t done = 0                # relu chain: neurons whose relu and tail ran
     cdef bint chain_ = blk[a + 1] & BLOCK_RELU_CHAIN
     cdef Instr c
+    cdef Instr* e
     if blk[a + 1] & BLOCK_DENSE and m >= BLOCK_WAYS_DENSE:
         w = BLOCK_WAYS_DENSE
     for i in range(L):
         x[i] = val[code[a + i].z]
     out = val[code[a + L + 1].x] if chain_ else 0.0
-    j = 0
+    if L <= BLOCK_NARROW:                   # short sums: one neuron at a time, in one loop
+        for j in range(m):                  # with its relu and tail, each sum too short a
+            e = code + a + j * stride       # chain to need others beside it
+            s = val[e.x]
+            for i in range(L):
+                s = s + val[e[i].y] * x[i]
+            t = a + j * stride + L
+            val[base + t - 1] = s
+            fin |= _nonfinite_bits(s)
+            if chain_:
+                act = _relu(s)
+                val[base + t] = act
+                out = out + val[code[t + 1].y] * act
+                val[base + t + 1] = out
+        j = m
+    else:
+        j = 0
     while j < m:
         if j + w > m:
             j = m - w

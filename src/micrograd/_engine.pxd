@@ -118,6 +118,8 @@ cdef enum:
     BLOCK_MAX = 1024        # most FMAs per neuron (inputs) in a block: its buffers are on
                             # the C stack (16 KiB)
     BLOCK_WAYS = 4          # sums run side by side: chains of adds in flight at once
+    BLOCK_NARROW = 4        #   unless they are this short (FMAs per neuron): the CPU then
+                            #   overlaps one neuron's with the next's on its own
     BLOCK_WAYS_DENSE = 8    #   or, over dense weights (a pointer each, no index loads),
                             #   enough to keep two adders busy through an add's latency
     BLOCK_DENSE = 1         # a block's flags (blk[start + 1]): each neuron's weights are
