@@ -17,9 +17,12 @@ the parts included below, each read next to its twin in ``micrograd/_pure/``:
     core/node.pxi    _pure/node.py    the Value class; building nodes; pickling
     core/walk.pxi    _pure/walk.py    the topological walk and eager backward
     core/replay.pxi  (none)           the Tape's inner loops: a sum's forward, the carry
-                                      and the zero-run skip in backward, prefetching
+                                      and the zero-run skip in backward, prefetching;
+                                      its arrays' allocation
     core/blocks.pxi  (none)           the Tape's dense-layer blocks: a layer's neurons
                                       replayed side by side
+    core/packs.pxi   (none)           a layer's weights laid out for SIMD, once per
+                                      forward, for every sample's block
     core/tape.pxi    _pure/tape.py    Tape: record once, replay over dense arrays
     core/optim.pxi   _pure/optim.py   the optimizers' per-parameter loops (micrograd.optim)
 """
@@ -44,6 +47,7 @@ include "core/node.pxi"
 include "core/walk.pxi"
 include "core/replay.pxi"
 include "core/blocks.pxi"
+include "core/packs.pxi"
 include "core/tape.pxi"
 include "core/optim.pxi"
 

@@ -101,6 +101,9 @@ def test_an_mlp_step_replays_its_layers_as_blocks():
     # from the second sample on (the first sample's walk numbers each weight as it goes)
     assert all(b[4] for b in found[2:] if b[2] == 16)
     assert all(b[5] for b in found)         # relus, and tails that form the next sum
+    # every sample's second layer multiplies one packed copy of its weights
+    assert {b[6] for b in found if b[2] == 16} == {1}
+    assert {b[6] for b in found if b[2] == 2} == {0}
 
 
 @pytest.mark.parametrize("form, chain", [("w*a", True), ("a*a", True), ("o*a", True),
@@ -180,6 +183,7 @@ def test_dense_and_scattered_weights_replay_as_eager(engine, order):
     ([7, 9, 1], ["relu", "tanh"]),
     ([3, 24, 9, 1], ["relu", "relu", "relu"]),     # eight sums side by side: 3 groups; 1
     ([5, 19, 2], ["relu", "relu"]),                 # the last group overlaps the one before
+    ([3, 6, 20, 1], ["relu", "relu", "relu"]),      # packed: two groups at once, then one
 ])
 @pytest.mark.parametrize("seed", range(3))
 def test_layers_replay_as_eager(engine, sizes, acts, seed):
@@ -454,4 +458,47 @@ def test_a_partial_sum_read_elsewhere_keeps_its_neuron_out_of_blocks(engine):
     if engine is _engine:
         assert [b[1] for b in blocks_of(reused_partials)] == [2]    # neurons 2 and 3
     ours, eager = replay_and_eager(engine, reused_partials)
+    assert ours == eager
+
+
+def test_packed_weights_follow_the_leaves(engine):
+    """A layer's weights are packed on every forward, not when recorded: a replay after
+    the leaves changed gives what eager gives on a graph built from the changed values."""
+    change = lambda x: x * 0.5 - 0.25   # noqa: E731
+    made = []
+
+    def V(x):
+        made.append(engine.Value(x))
+        return made[-1]
+    root, nodes, leaves = mlp_graph(V, 5, [3, 6, 20, 1], ["relu"] * 3)
+    tape = engine.Tape(root)
+    assert engine is not _engine or {b[6] for b in tape._blocks() if b[2] == 6} == {1}
+    for v in made:
+        v.data = change(v.data)
+    tape.forward()
+    tape.backward()
+    ours = [(bits(v.data), bits(v.grad)) for v in [root] + list(tape.nodes)]
+    root, _, _ = mlp_graph(lambda x: engine.Value(change(x)), 5, [3, 6, 20, 1], ["relu"] * 3)
+    root.backward()
+    assert ours == [(bits(v.data), bits(v.grad)) for v in [root] + list(engine.Tape(root).nodes)]
+
+
+@pytest.mark.parametrize("kind", ["weights are op nodes", "one sample"])
+def test_weights_not_packed_replay_as_eager(engine, kind):
+    """Weights computed by the graph (forward lays packs out before it runs anything), or
+    used by one block only (not worth the copy), are read where they are."""
+    def build(V):
+        rng = random.Random(6)
+        ws, bs = params(V, rng, 6, 12)
+        if kind == "weights are op nodes":
+            ws = [[w * 1.5 for w in row] for row in ws]
+        total = V(0.0)
+        for s in range(1 if kind == "one sample" else 3):
+            h = layer(V, [V(rng.uniform(-2, 2)) for _ in range(6)], ws, bs)
+            total = total + sum(h)
+        leaves = [w for row in ws for w in row if not w._prev] + bs
+        return total, [], leaves
+    if engine is _engine:
+        assert blocks_of(build) and {b[6] for b in blocks_of(build)} == {0}
+    ours, eager = replay_and_eager(engine, build)
     assert ours == eager

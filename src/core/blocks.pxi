@@ -261,7 +261,8 @@ cdef inline uint64_t _sums_forward(Instr* e, double* o, double* x, Py_ssize_t st
 
 
 cdef Py_ssize_t _block_forward(Instr* code, int* chain, int* blk, double* val,
-                               Py_ssize_t base, Py_ssize_t a, uint64_t* bad) except -1:
+                               Py_ssize_t base, Py_ssize_t a, uint64_t* bad,
+                               const double* packed, int* packs) except -1:
     """Forward of the block of m neurons at instruction a; returns its length in
     instructions. Sums of up to BLOCK_NARROW FMAs one at a time, longer ones in groups of
     BLOCK_WAYS (BLOCK_WAYS_DENSE over dense weights); a last group that does not fill up
@@ -281,8 +282,11 @@ cdef Py_ssize_t _block_forward(Instr* code, int* chain, int* blk, double* val,
     cdef bint chain_ = blk[a + 1] & BLOCK_RELU_CHAIN
     cdef Instr c
     cdef Instr* e
+    cdef const double* pw = NULL            # the block's packed weights, if it has them
     if blk[a + 1] & BLOCK_DENSE and m >= BLOCK_WAYS_DENSE:
         w = BLOCK_WAYS_DENSE
+        if L > BLOCK_NARROW and blk[a + 2] > 0:
+            pw = packed + packs[2 * blk[a + 2] - 1]
     for i in range(L):
         x[i] = val[code[a + i].z]
     out = val[code[a + L + 1].x] if chain_ else 0.0
@@ -306,8 +310,15 @@ cdef Py_ssize_t _block_forward(Instr* code, int* chain, int* blk, double* val,
     while j < m:
         if j + w > m:
             j = m - w
-        fin |= _sums_forward(code + a + j * stride, val + base + a + j * stride, x, stride, L,
-                             val, w, blk[a + 1] & BLOCK_DENSE)
+        if pw != NULL:                      # and the next group with it, if there is one
+            t = 0 if j + w == m else (w if j + 2 * w <= m else m - w - j)
+            fin |= _packed_forward(code + a + j * stride, val + base + a + j * stride, x,
+                                   stride, L, val, pw, t)
+            pw += (2 if t else 1) * L * BLOCK_WAYS_DENSE
+            j += t
+        else:
+            fin |= _sums_forward(code + a + j * stride, val + base + a + j * stride, x,
+                                 stride, L, val, w, blk[a + 1] & BLOCK_DENSE)
         j += w
         if chain_:                          # this group's relus and tails, with nothing to
             for i in range(done, j):        # decode: the tails' serial chain of adds runs

@@ -5,6 +5,14 @@
 # time, inline in its forward and backward, zeros included; the results are the same floats.
 
 
+cdef void* _alloc(Py_ssize_t n, size_t size) except NULL:
+    """calloc for a Tape's arrays: zeroed, never NULL (MemoryError instead)."""
+    cdef void* p = calloc(n if n > 0 else 1, size)
+    if p == NULL:
+        raise MemoryError()
+    return p
+
+
 cdef inline Py_ssize_t _run_backward(Instr* code, Py_ssize_t k, Py_ssize_t base,
                                      double* val, double* grd, bint far) noexcept:
     """Pass the grad of instruction k's output on to its operands' grads, and go on down

@@ -74,13 +74,6 @@ cdef bint _custom_rule(object v) except -1:
     return (<Value>v)._flags & USER_RULE or type(v)._backward is not Value._backward
 
 
-cdef void* _alloc(Py_ssize_t n, size_t size) except NULL:
-    cdef void* p = calloc(n if n > 0 else 1, size)
-    if p == NULL:
-        raise MemoryError()
-    return p
-
-
 @cython.final
 cdef class Tape:
     """The graph below a root, recorded in topological order for replay.
@@ -114,6 +107,8 @@ cdef class Tape:
             memset(mark, 0, n)          # mark (n slots) is free again: scratch
             _find_blocks(self.code, self.chain, refs, self.blk, self.n_code, self.n_leaves,
                          self.n_leaves + self.n_ops, mark)
+            self.n_packs = _plan_packs(self.code, self.chain, self.blk, self.n_code,
+                                       self.n_leaves, &self.packs, &self.packed)
             self.held_partial = _holds_partial(self.chain, self.blk, self.n_code, self.n_leaves,
                                                self.held, self.n_held, self.fused_in, mark)
             self.root_slot = root._slot
@@ -282,6 +277,8 @@ cdef class Tape:
         free(self.chain)
         free(self.blk)
         free(self.dirty)
+        free(self.packs)
+        free(self.packed)
 
     cdef void _untag(self) noexcept:
         """Clear TAPED on this tape's op nodes, keeping it where another tape has them."""
@@ -399,6 +396,7 @@ cdef class Tape:
         _sync_tapes(self)
         for s in range(base):
             val[s] = (<Value>self._nodes[s]).data
+        _pack_weights(code, chain, blk, val, self.packed, self.packs, self.n_packs)
         out = val[base - 1] if base else 0.0   # "the slot before": the last leaf, for k = 0
         # An operand that is the output of the instruction right before comes from a
         # register, not back through memory (a store-to-load round trip on a sum's
@@ -415,7 +413,8 @@ cdef class Tape:
                 a = out if c.x == base + k - 1 else val[c.x]
                 if c.op >= FMA:
                     if blk[k] > 0:
-                        k += _block_forward(code, chain, blk, val, base, k, &bad_block)
+                        k += _block_forward(code, chain, blk, val, base, k, &bad_block,
+                                            self.packed, self.packs)
                         bad |= bad_block
                         out = val[base + k - 1]
                         continue
@@ -436,7 +435,8 @@ cdef class Tape:
                 a = out if c.x == base + k - 1 else val[c.x]
                 if c.op >= FMA:
                     if blk[k] > 0:
-                        k += _block_forward(code, chain, blk, val, base, k, &bad_block)
+                        k += _block_forward(code, chain, blk, val, base, k, &bad_block,
+                                            self.packed, self.packs)
                         bad |= bad_block
                         out = val[base + k - 1]
                         continue
@@ -461,7 +461,7 @@ cdef class Tape:
     def backward(self):
         """Gradients of the root, as root.backward() on a freshly built graph: op nodes'
         grads restart from 0, the root's is 1, leaves' grads accumulate."""
-        cdef Py_ssize_t s, j, k, base = self.n_leaves
+        cdef Py_ssize_t s, j, k, top, base = self.n_leaves
         cdef bint far = self.n_slots > PREFETCH_FROM
         cdef double* val = self.val
         cdef double* grd = self.grd
@@ -469,7 +469,6 @@ cdef class Tape:
         cdef int* lo = self.lo
         cdef int* blk = self.blk
         cdef int* dirty = self.dirty
-        cdef Py_ssize_t top
         cdef Instr c
         cdef PyObject* p
         cdef bint skip = True                   # may skip zero-grad runs (see _skip_regions)
@@ -574,9 +573,9 @@ cdef class Tape:
                 for k in range(self.n_code)]
 
     def _blocks(self):
-        """The dense-layer blocks a replay runs together: (first instruction, neurons, FMAs
-        per neuron, instructions per neuron, weights dense, relus and a chain of tails)
-        each (core/blocks.pxi; for tests)."""
+        """The dense-layer blocks a replay runs together, each as (first instruction,
+        neurons, FMAs per neuron, instructions per neuron, weights dense, relus and a chain
+        of tails, its packed weight set or 0) (core/blocks.pxi, packs.pxi; for tests)."""
         cdef Py_ssize_t k = 0, w
         _ready(self)
         found = []
@@ -585,7 +584,8 @@ cdef class Tape:
                 w = _block_stride(self.blk, self.chain, k)
                 found.append((k, self.blk[k], self.chain[k] + 1, w,
                               (self.blk[k + 1] & BLOCK_DENSE) != 0,
-                              (self.blk[k + 1] & BLOCK_RELU_CHAIN) != 0))
+                              (self.blk[k + 1] & BLOCK_RELU_CHAIN) != 0,
+                              self.blk[k + 2] if self.chain[k] >= BLOCK_NARROW else 0))
                 k += self.blk[k] * w
             else:
                 k += 1

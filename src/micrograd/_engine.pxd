@@ -120,6 +120,8 @@ cdef enum:
     BLOCK_WAYS = 4          # sums run side by side: chains of adds in flight at once
     BLOCK_NARROW = 4        #   unless they are this short (FMAs per neuron): the CPU then
                             #   overlaps one neuron's with the next's on its own
+    BLOCK_PACKS_MAX = 64    # weight sets packed per Tape (blocks_packs: a layer's weights,
+                            #   laid out for SIMD once per forward, for every sample's block)
     BLOCK_WAYS_DENSE = 8    #   or, over dense weights (a pointer each, no index loads),
                             #   enough to keep two adders busy through an add's latency
     BLOCK_DENSE = 1         # a block's flags (blk[start + 1]): each neuron's weights are
@@ -194,6 +196,10 @@ cdef class Tape:
                                 #   store them (core/blocks.pxi: _fill_partials)
     cdef bint stale_partial_grads  # nor does backward store their grads
     cdef bint held_partial      # the user holds one (or its fused MUL): written back always
+    cdef int* packs             # per packed weight set: (its first block's start, its
+    cdef Py_ssize_t n_packs     #   offset in packed); blk[start + 2] = set + 1 in its blocks
+    cdef double* packed         # the sets' weights, each FMA's eight neurons side by side
+                                #   (core/blocks.pxi: _plan_packs), refilled by forward()
     cdef bint stale_data        # op nodes' Value.data lag behind val
     cdef bint stale_grad        # op nodes' Value.grad lag behind grd
     cdef Value _root            # the recorded root (Tape.root)

@@ -1,0 +1,190 @@
+# Packs: a layer's weights laid out for SIMD, once per forward, for every sample's block.
+# C only, as the blocks (core/blocks.pxi) are: the twin runs the same arithmetic one
+# instruction at a time, and every sum is the same float.
+#
+# A dense block runs its sums BLOCK_WAYS_DENSE at a time, each FMA a load, a multiply and
+# an add per sum. Its weights are the same slots in every sample's block (the layer's
+# parameters), so a forward can lay them out once, each FMA's eight weights side by side
+# (_pack_weights), and every block of the layer then multiplies and adds two sums' terms
+# per SSE2 instruction: the same IEEE operations, lane by lane, in the same order.
+# _plan_packs finds the sets when recording: blocks whose weights are leaves (forward lays
+# them out before it runs any instruction) and which share them with another block.
+
+
+cdef extern from *:
+    """
+    #if defined(__SSE2__) || defined(_M_X64)
+    #include <emmintrin.h>
+    #endif
+    /* s[k] = s[k] + pw[8i + k] * x[i] for i = 0..L-1, k = 0..7: eight sums side by side
+       over packed weights. With SSE2 one instruction multiplies or adds two sums' terms;
+       each lane is the scalar loop's IEEE multiply and add, so the sums are its floats. */
+    static inline void micrograd_packed_sums8(double* s, const double* pw, const double* x,
+                                              Py_ssize_t L) {
+    #if defined(__SSE2__) || defined(_M_X64)
+        __m128d a0 = _mm_loadu_pd(s), a1 = _mm_loadu_pd(s + 2);
+        __m128d a2 = _mm_loadu_pd(s + 4), a3 = _mm_loadu_pd(s + 6);
+        for (Py_ssize_t i = 0; i < L; i++, pw += 8) {
+            __m128d xi = _mm_set1_pd(x[i]);
+            a0 = _mm_add_pd(a0, _mm_mul_pd(_mm_loadu_pd(pw), xi));
+            a1 = _mm_add_pd(a1, _mm_mul_pd(_mm_loadu_pd(pw + 2), xi));
+            a2 = _mm_add_pd(a2, _mm_mul_pd(_mm_loadu_pd(pw + 4), xi));
+            a3 = _mm_add_pd(a3, _mm_mul_pd(_mm_loadu_pd(pw + 6), xi));
+        }
+        _mm_storeu_pd(s, a0);
+        _mm_storeu_pd(s + 2, a1);
+        _mm_storeu_pd(s + 4, a2);
+        _mm_storeu_pd(s + 6, a3);
+    #else
+        for (Py_ssize_t i = 0; i < L; i++, pw += 8)
+            for (int k = 0; k < 8; k++)
+                s[k] = s[k] + pw[k] * x[i];
+    #endif
+    }
+    /* The same for two groups of eight at once (pw1: the second group's weights): with
+       eight chains of adds in flight, the adders never wait on one. */
+    static inline void micrograd_packed_sums16(double* s, const double* pw, const double* pw1,
+                                               const double* x, Py_ssize_t L) {
+    #if defined(__SSE2__) || defined(_M_X64)
+        __m128d a0 = _mm_loadu_pd(s), a1 = _mm_loadu_pd(s + 2);
+        __m128d a2 = _mm_loadu_pd(s + 4), a3 = _mm_loadu_pd(s + 6);
+        __m128d b0 = _mm_loadu_pd(s + 8), b1 = _mm_loadu_pd(s + 10);
+        __m128d b2 = _mm_loadu_pd(s + 12), b3 = _mm_loadu_pd(s + 14);
+        for (Py_ssize_t i = 0; i < L; i++, pw += 8, pw1 += 8) {
+            __m128d xi = _mm_set1_pd(x[i]);
+            a0 = _mm_add_pd(a0, _mm_mul_pd(_mm_loadu_pd(pw), xi));
+            a1 = _mm_add_pd(a1, _mm_mul_pd(_mm_loadu_pd(pw + 2), xi));
+            a2 = _mm_add_pd(a2, _mm_mul_pd(_mm_loadu_pd(pw + 4), xi));
+            a3 = _mm_add_pd(a3, _mm_mul_pd(_mm_loadu_pd(pw + 6), xi));
+            b0 = _mm_add_pd(b0, _mm_mul_pd(_mm_loadu_pd(pw1), xi));
+            b1 = _mm_add_pd(b1, _mm_mul_pd(_mm_loadu_pd(pw1 + 2), xi));
+            b2 = _mm_add_pd(b2, _mm_mul_pd(_mm_loadu_pd(pw1 + 4), xi));
+            b3 = _mm_add_pd(b3, _mm_mul_pd(_mm_loadu_pd(pw1 + 6), xi));
+        }
+        _mm_storeu_pd(s, a0);
+        _mm_storeu_pd(s + 2, a1);
+        _mm_storeu_pd(s + 4, a2);
+        _mm_storeu_pd(s + 6, a3);
+        _mm_storeu_pd(s + 8, b0);
+        _mm_storeu_pd(s + 10, b1);
+        _mm_storeu_pd(s + 12, b2);
+        _mm_storeu_pd(s + 14, b3);
+    #else
+        micrograd_packed_sums8(s, pw, x, L);
+        micrograd_packed_sums8(s + 8, pw1, x, L);
+    #endif
+    }
+    """
+    void _packed_sums8 "micrograd_packed_sums8"(double* s, const double* pw, const double* x,
+                                                Py_ssize_t L) noexcept nogil
+    void _packed_sums16 "micrograd_packed_sums16"(double* s, const double* pw, const double* pw1,
+                                                  const double* x, Py_ssize_t L) noexcept nogil
+
+
+cdef inline uint64_t _packed_forward(Instr* e, double* o, const double* x, Py_ssize_t stride,
+                                     Py_ssize_t L, const double* val, const double* pw,
+                                     Py_ssize_t second) noexcept:
+    """_sums_forward of BLOCK_WAYS_DENSE sums whose weights _pack_weights laid out at pw,
+    and as many again from neuron `second` on (its group's weights next), if second > 0."""
+    cdef double s[2 * BLOCK_WAYS_DENSE]
+    cdef Py_ssize_t q, n = 2 * BLOCK_WAYS_DENSE if second else BLOCK_WAYS_DENSE
+    cdef uint64_t bad = 0
+    for q in range(n):
+        s[q] = val[e[(q if q < BLOCK_WAYS_DENSE else second + q - BLOCK_WAYS_DENSE) * stride].x]
+    if second:
+        _packed_sums16(s, pw, pw + L * BLOCK_WAYS_DENSE, x, L)
+    else:
+        _packed_sums8(s, pw, x, L)
+    for q in range(n):
+        o[(q if q < BLOCK_WAYS_DENSE else second + q - BLOCK_WAYS_DENSE) * stride + L - 1] = s[q]
+        bad |= _nonfinite_bits(s[q])
+    return bad
+
+
+cdef bint _packable(Instr* code, int* blk, Py_ssize_t a, Py_ssize_t m, Py_ssize_t L,
+                    Py_ssize_t stride, Py_ssize_t base) noexcept:
+    """Does the block at a run eight sums at a time over dense weights that are leaves (so
+    that forward can lay them out before it runs any instruction)?"""
+    cdef Py_ssize_t j
+    if not (blk[a + 1] & BLOCK_DENSE) or m < BLOCK_WAYS_DENSE or L <= BLOCK_NARROW:
+        return False
+    for j in range(m):
+        if code[a + j * stride].y + L > base:
+            return False
+    return True
+
+
+cdef bint _same_weights(Instr* code, int* chain, int* blk, Py_ssize_t a, Py_ssize_t b) noexcept:
+    """Do the blocks at a and b have the same weights, neuron by neuron?"""
+    cdef Py_ssize_t j, sa = _block_stride(blk, chain, a), sb = _block_stride(blk, chain, b)
+    if blk[a] != blk[b] or chain[a] != chain[b]:
+        return False
+    for j in range(blk[a]):
+        if code[a + j * sa].y != code[b + j * sb].y:
+            return False
+    return True
+
+
+cdef Py_ssize_t _plan_packs(Instr* code, int* chain, int* blk, Py_ssize_t n, Py_ssize_t base,
+                            int** packs, double** packed) except -1:
+    """Find the weight sets that several packable blocks share (a layer's, in every sample's
+    block), up to BLOCK_PACKS_MAX; a set used once is not worth its copy per forward. Marks
+    each block that uses one (blk[start + 2] = set + 1), allocates packs and packed, and
+    returns how many sets there are."""
+    cdef int first[BLOCK_PACKS_MAX]         # each set's first block
+    cdef int uses[BLOCK_PACKS_MAX]          # and how many use it, then its number + 1 (0: none)
+    cdef Py_ssize_t k = 0, s, n_sets = 0, kept = 0, size = 0, m, L, stride
+    while k < n:
+        if blk[k] <= 0:
+            k += 1
+            continue
+        m, L, stride = blk[k], chain[k] + 1, _block_stride(blk, chain, k)
+        if _packable(code, blk, k, m, L, stride, base):
+            s = 0
+            while s < n_sets and not _same_weights(code, chain, blk, k, first[s]):
+                s += 1
+            if s == n_sets and n_sets < BLOCK_PACKS_MAX:
+                first[s], uses[s] = k, 0
+                n_sets += 1
+            if s < n_sets:
+                uses[s] += 1
+                blk[k + 2] = s + 1
+        k += m * stride
+    packs[0] = <int*>_alloc(2 * n_sets, sizeof(int))
+    for s in range(n_sets):
+        k = first[s]
+        if uses[s] >= 2:
+            packs[0][2 * kept], packs[0][2 * kept + 1] = k, size
+            size += (blk[k] + BLOCK_WAYS_DENSE - 1) // BLOCK_WAYS_DENSE * (chain[k] + 1) * BLOCK_WAYS_DENSE
+            kept += 1
+        uses[s] = kept if uses[s] >= 2 else 0
+    packed[0] = <double*>_alloc(size, sizeof(double))
+    k = 0
+    while k < n:                            # renumber: the kept sets, or none
+        if blk[k] <= 0:
+            k += 1
+            continue
+        if chain[k] + 1 > BLOCK_NARROW and blk[k + 2] > 0:
+            blk[k + 2] = uses[blk[k + 2] - 1]
+        k += blk[k] * _block_stride(blk, chain, k)
+    return kept
+
+
+cdef void _pack_weights(Instr* code, int* chain, int* blk, const double* val, double* packed,
+                        int* packs, Py_ssize_t n_packs) noexcept:
+    """Lay out each set's weights from the leaves' values in val: per group of eight
+    neurons, as _block_forward runs them, each FMA's eight weights side by side."""
+    cdef Py_ssize_t s, a, m, L, stride, j, i, q
+    cdef double* pw
+    for s in range(n_packs):
+        a, pw = packs[2 * s], packed + packs[2 * s + 1]
+        m, L, stride = blk[a], chain[a] + 1, _block_stride(blk, chain, a)
+        j = 0
+        while j < m:
+            if j + BLOCK_WAYS_DENSE > m:
+                j = m - BLOCK_WAYS_DENSE
+            for i in range(L):
+                for q in range(BLOCK_WAYS_DENSE):
+                    pw[q] = val[code[a + (j + q) * stride].y + i]
+                pw += BLOCK_WAYS_DENSE
+            j += BLOCK_WAYS_DENSE
