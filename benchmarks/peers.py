@@ -379,7 +379,10 @@ def md_tape_floors(R, m, paired_ratio):
     import workers      # not at the top: workers imports this module
     n = next((r["instructions"] for r in R["demo"].get("tape-loops", []) if r), None)
     return ("The replayed step (its Tape + optim row) part by part; every column is timed in the "
-            "demo rounds, and every ratio is a median of per-round ratios. **An instruction at a time "
+            "demo rounds, and every ratio is a median of per-round ratios. The Tape's and the C "
+            "step rows are timed alike: the step from a run with no clock inside a step, the "
+            "phases from a run with a clock between them (so the phases add up to more than the "
+            "step). **An instruction at a time "
             "in C**: `tape_pass.c` running the demo's own Tape program (" + (f"{n:,} instructions"
             if n else "not run: " + R.get("loops_note", "")) + ") with the Tape's loops for one "
             "instruction at a time (a sum's FMAs in a loop of their own, zero-grad runs skipped as "

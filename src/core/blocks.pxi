@@ -9,11 +9,13 @@
 #     sum_0, act_0[, tail_0], sum_1, act_1[, tail_1], ...
 # (a layer's neurons but the first, which the walk records interleaved with the layer
 # below). One at a time, each sum is a serial chain of adds that decodes an instruction
-# per FMA; a block runs BLOCK_WAYS sums at once, each FMA a load, a multiply and an add,
-# so the CPU has that many chains in flight.
+# per FMA; a block runs BLOCK_WAYS sums at once (BLOCK_WAYS_DENSE over dense weights, and
+# over packed ones two SIMD groups: core/packs.pxi), each FMA a load, a multiply and an
+# add, so the CPU has that many chains in flight. Sums of at most BLOCK_NARROW FMAs run
+# one neuron at a time: chains that short overlap on their own.
 #
-# Forward runs the sums, then each activation and tail in order; backward the tails, the
-# activations, then the sums, each top down. Two common shapes get loops that decode less
+# Forward runs the sums, then each activation and tail in order (a relu chain's after each
+# group); backward the tails, the activations, then the sums, each top down. Two common shapes get loops that decode less
 # (_block_flags): relus whose tails form the next layer's first sum, and weights in
 # consecutive slots. Neither stores a partial sum or its grad: each has one reader, the next
 # FMA, and _fill_partials computes them when something else reads them. That is safe because nothing else runs
