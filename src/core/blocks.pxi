@@ -425,9 +425,10 @@ cdef Py_ssize_t _block_backward(Instr* code, int* chain, int* blk, double* val, 
                                 bint skip) noexcept:
     """Backward of the block at instruction a from its activation or tail at k down (k is
     below the last one when backward skipped what was above); returns a - 1. Tails first,
-    then activations, then sums, each top down (a relu chain's relus each with its sum). A sum whose grad is 0 and whose output is
-    finite (then so is each partial sum and factor: an inf or nan carries up a sum) is
-    skipped, as Tape.backward skips a zero-grad run (skip: no leaf's grad is -0.0)."""
+    then activations, then sums, each top down (a relu chain's relus each with its sum). A
+    sum whose grad is 0 and whose output is finite (then so is each partial sum and factor:
+    an inf or nan carries up a sum) is skipped, as Tape.backward skips a zero-grad run
+    (skip: no leaf's grad is -0.0)."""
     cdef double x[BLOCK_MAX]
     cdef double gz[BLOCK_MAX]               # the inputs' grads, summed top down
     cdef double dx, dy, g, gp
