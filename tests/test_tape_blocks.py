@@ -502,3 +502,29 @@ def test_weights_not_packed_replay_as_eager(engine, kind):
         assert blocks_of(build) and {b[6] for b in blocks_of(build)} == {0}
     ours, eager = replay_and_eager(engine, build)
     assert ours == eager
+
+
+@pytest.mark.parametrize("n, dead", [(9, 4), (17, 12)])     # one group of eight; two
+def test_an_inf_in_packed_sums_keeps_eagers_nans(engine, n, dead):
+    """A weight of -inf in a packed layer makes a sum -inf, hidden by its relu, under a
+    relu whose grad is 0: the packed sums must report it, or backward would skip the run
+    where eager gets 0 * inf = nan."""
+    def build(V):
+        ws1 = [[V(0.3 + 0.05 * j), V(0.2)] for j in range(6)]
+        bs1 = [V(0.1) for _ in range(6)]
+        ws2 = [[V(0.1 * (i - j)) for i in range(6)] for j in range(n)]
+        ws2[dead][0] = V(-math.inf)
+        bs2 = [V(0.1 * j) for j in range(n)]
+        total, nodes, leaves = V(0.0), [], [w for row in ws1 + ws2 for w in row] + bs1 + bs2
+        for s in range(3):
+            x = [V(0.5 + 0.1 * s), V(0.25)]
+            leaves += x
+            h = layer(V, layer(V, x, ws1, bs1), ws2, bs2)
+            nodes += h
+            total = total + sum(h)
+        return total.relu() * 0.0 + x[1] * 2.0, nodes, leaves
+    if engine is _engine:
+        assert [b[6] for b in blocks_of(build) if b[2] == 6] == [1, 1, 1]
+    ours, eager = replay_and_eager(engine, build, forwards=1)
+    assert ours == eager
+    assert any(g == "nan" for _, g in eager)    # the nans are there to keep

@@ -15,12 +15,31 @@ cdef extern from *:
     """
     #if defined(__SSE2__) || defined(_M_X64)
     #include <emmintrin.h>
+    /* bit 63 set if a lane of a, b, c or d is inf or nan (x - x is nan then, else 0.0) */
+    static inline uint64_t micrograd_nonfinite4(__m128d a, __m128d b, __m128d c, __m128d d) {
+        __m128d f = _mm_or_pd(_mm_or_pd(_mm_sub_pd(a, a), _mm_sub_pd(b, b)),
+                              _mm_or_pd(_mm_sub_pd(c, c), _mm_sub_pd(d, d)));
+        return (uint64_t)(_mm_movemask_pd(_mm_cmpunord_pd(f, f)) != 0) << 63;
+    }
+    #else
+    #include <stdint.h>
+    #include <string.h>
+    /* _nonfinite_bits of s[0..7], ORed */
+    static inline uint64_t micrograd_nonfinite8(const double* s) {
+        uint64_t bad = 0, b;
+        for (int k = 0; k < 8; k++) {
+            memcpy(&b, s + k, sizeof b);
+            bad |= (b & 0x7ff0000000000000ULL) + 0x0010000000000000ULL;
+        }
+        return bad;
+    }
     #endif
     /* s[k] = s[k] + pw[8i + k] * x[i] for i = 0..L-1, k = 0..7: eight sums side by side
-       over packed weights. With SSE2 one instruction multiplies or adds two sums' terms;
-       each lane is the scalar loop's IEEE multiply and add, so the sums are its floats. */
-    static inline void micrograd_packed_sums8(double* s, const double* pw, const double* x,
-                                              Py_ssize_t L) {
+       over packed weights; returns bit 63 set if a sum is inf or nan. With SSE2 one
+       instruction multiplies or adds two sums' terms; each lane is the scalar loop's IEEE
+       multiply and add, so the sums are its floats. */
+    static inline uint64_t micrograd_packed_sums8(double* s, const double* pw, const double* x,
+                                                  Py_ssize_t L) {
     #if defined(__SSE2__) || defined(_M_X64)
         __m128d a0 = _mm_loadu_pd(s), a1 = _mm_loadu_pd(s + 2);
         __m128d a2 = _mm_loadu_pd(s + 4), a3 = _mm_loadu_pd(s + 6);
@@ -35,16 +54,18 @@ cdef extern from *:
         _mm_storeu_pd(s + 2, a1);
         _mm_storeu_pd(s + 4, a2);
         _mm_storeu_pd(s + 6, a3);
+        return micrograd_nonfinite4(a0, a1, a2, a3);
     #else
         for (Py_ssize_t i = 0; i < L; i++, pw += 8)
             for (int k = 0; k < 8; k++)
                 s[k] = s[k] + pw[k] * x[i];
+        return micrograd_nonfinite8(s);
     #endif
     }
     /* The same for two groups of eight at once (pw1: the second group's weights): with
        eight chains of adds in flight, the adders never wait on one. */
-    static inline void micrograd_packed_sums16(double* s, const double* pw, const double* pw1,
-                                               const double* x, Py_ssize_t L) {
+    static inline uint64_t micrograd_packed_sums16(double* s, const double* pw, const double* pw1,
+                                                   const double* x, Py_ssize_t L) {
     #if defined(__SSE2__) || defined(_M_X64)
         __m128d a0 = _mm_loadu_pd(s), a1 = _mm_loadu_pd(s + 2);
         __m128d a2 = _mm_loadu_pd(s + 4), a3 = _mm_loadu_pd(s + 6);
@@ -69,16 +90,17 @@ cdef extern from *:
         _mm_storeu_pd(s + 10, b1);
         _mm_storeu_pd(s + 12, b2);
         _mm_storeu_pd(s + 14, b3);
+        return micrograd_nonfinite4(a0, a1, a2, a3) | micrograd_nonfinite4(b0, b1, b2, b3);
     #else
-        micrograd_packed_sums8(s, pw, x, L);
-        micrograd_packed_sums8(s + 8, pw1, x, L);
+        return micrograd_packed_sums8(s, pw, x, L) | micrograd_packed_sums8(s + 8, pw1, x, L);
     #endif
     }
     """
-    void _packed_sums8 "micrograd_packed_sums8"(double* s, const double* pw, const double* x,
-                                                Py_ssize_t L) noexcept nogil
-    void _packed_sums16 "micrograd_packed_sums16"(double* s, const double* pw, const double* pw1,
-                                                  const double* x, Py_ssize_t L) noexcept nogil
+    uint64_t _packed_sums8 "micrograd_packed_sums8"(double* s, const double* pw, const double* x,
+                                                    Py_ssize_t L) noexcept nogil
+    uint64_t _packed_sums16 "micrograd_packed_sums16"(double* s, const double* pw,
+                                                      const double* pw1, const double* x,
+                                                      Py_ssize_t L) noexcept nogil
 
 
 cdef inline uint64_t _packed_forward(Instr* e, double* o, const double* x, Py_ssize_t stride,
@@ -87,17 +109,22 @@ cdef inline uint64_t _packed_forward(Instr* e, double* o, const double* x, Py_ss
     """_sums_forward of BLOCK_WAYS_DENSE sums whose weights _pack_weights laid out at pw,
     and as many again from neuron `second` on (its group's weights next), if second > 0."""
     cdef double s[2 * BLOCK_WAYS_DENSE]
-    cdef Py_ssize_t q, n = 2 * BLOCK_WAYS_DENSE if second else BLOCK_WAYS_DENSE
-    cdef uint64_t bad = 0
-    for q in range(n):
-        s[q] = val[e[(q if q < BLOCK_WAYS_DENSE else second + q - BLOCK_WAYS_DENSE) * stride].x]
+    cdef Py_ssize_t q, w = BLOCK_WAYS_DENSE
+    cdef Instr* e1 = e + second * stride
+    cdef double* o1 = o + second * stride
+    cdef uint64_t bad
+    for q in range(w):
+        s[q] = val[e[q * stride].x]
     if second:
-        _packed_sums16(s, pw, pw + L * BLOCK_WAYS_DENSE, x, L)
+        for q in range(w):
+            s[w + q] = val[e1[q * stride].x]
+        bad = _packed_sums16(s, pw, pw + L * w, x, L)
+        for q in range(w):
+            o1[q * stride + L - 1] = s[w + q]
     else:
-        _packed_sums8(s, pw, x, L)
-    for q in range(n):
-        o[(q if q < BLOCK_WAYS_DENSE else second + q - BLOCK_WAYS_DENSE) * stride + L - 1] = s[q]
-        bad |= _nonfinite_bits(s[q])
+        bad = _packed_sums8(s, pw, x, L)
+    for q in range(w):
+        o[q * stride + L - 1] = s[q]
     return bad
 
 
