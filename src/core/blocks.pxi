@@ -15,8 +15,8 @@
 # one neuron at a time: chains that short overlap on their own.
 #
 # Forward runs the sums, then each activation and tail in order (a relu chain's after each
-# group); backward the tails, the activations, then the sums, each top down. Two common shapes get loops that decode less
-# (_block_flags): relus whose tails form the next layer's first sum, and weights in
+# group); backward the tails, the activations, then the sums, each top down. Two common
+# shapes get loops that decode less (_block_flags): relus whose tails form the next layer's first sum, and weights in
 # consecutive slots. Neither stores a partial sum or its grad: each has one reader, the next
 # FMA, and _fill_partials computes them when something else reads them. That is safe because nothing else runs
 # between the block's instructions, the sums read only slots written before the block,
@@ -205,9 +205,9 @@ cdef inline uint64_t _dense_sums8(Instr* e, double* o, double* x, Py_ssize_t str
 cdef inline uint64_t _sums_forward(Instr* e, double* o, double* x, Py_ssize_t stride,
                                    Py_ssize_t L, const double* val, Py_ssize_t w,
                                    bint dense) noexcept:
-    """Forward of w (2, BLOCK_WAYS or BLOCK_WAYS_DENSE) sums side by side, the first at instruction e,
-    writing each sum's output to o (the first sum's outputs), but not its partial sums
-    (_fill_partials computes them when read); x: the inputs' values.
+    """Forward of w (2, BLOCK_WAYS or BLOCK_WAYS_DENSE) sums side by side, the first at
+    instruction e, writing each sum's output to o (the first sum's outputs), but not its
+    partial sums (_fill_partials computes them when read); x: the inputs' values.
     dense: each sum's weights are consecutive slots, read without their indices.
     Returns the OR of the sums' outputs' _nonfinite_bits."""
     cdef Py_ssize_t i
@@ -287,8 +287,8 @@ cdef Py_ssize_t _block_forward(Instr* code, int* chain, int* blk, double* val,
     cdef const double* pw = NULL            # the block's packed weights, if it has them
     if blk[a + 1] & BLOCK_DENSE and m >= BLOCK_WAYS_DENSE:
         w = BLOCK_WAYS_DENSE
-        if L > BLOCK_NARROW and blk[a + 2] > 0:
-            pw = packed + packs[2 * blk[a + 2] - 1]
+        if blk[a + 1] >> BLOCK_FLAG_BITS:   # its packed weight set + 1
+            pw = packed + packs[2 * (blk[a + 1] >> BLOCK_FLAG_BITS) - 1]
     for i in range(L):
         x[i] = val[code[a + i].z]
     out = val[code[a + L + 1].x] if chain_ else 0.0

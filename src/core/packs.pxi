@@ -23,15 +23,12 @@ cdef extern from *:
     }
     #else
     #include <stdint.h>
-    #include <string.h>
-    /* _nonfinite_bits of s[0..7], ORed */
+    /* the same for s[0..7] */
     static inline uint64_t micrograd_nonfinite8(const double* s) {
-        uint64_t bad = 0, b;
-        for (int k = 0; k < 8; k++) {
-            memcpy(&b, s + k, sizeof b);
-            bad |= (b & 0x7ff0000000000000ULL) + 0x0010000000000000ULL;
-        }
-        return bad;
+        int bad = 0;
+        for (int k = 0; k < 8; k++)
+            bad |= s[k] - s[k] != 0.0;
+        return (uint64_t)bad << 63;
     }
     #endif
     /* s[k] = s[k] + pw[8i + k] * x[i] for i = 0..L-1, k = 0..7: eight sums side by side
@@ -156,8 +153,8 @@ cdef Py_ssize_t _plan_packs(Instr* code, int* chain, int* blk, Py_ssize_t n, Py_
                             int** packs, double** packed) except -1:
     """Find the weight sets that several packable blocks share (a layer's, in every sample's
     block), up to BLOCK_PACKS_MAX; a set used once is not worth its copy per forward. Marks
-    each block that uses one (blk[start + 2] = set + 1), allocates packs and packed, and
-    returns how many sets there are."""
+    each block that uses one (set + 1 above its BLOCK_FLAG_BITS), allocates packs and
+    packed, and returns how many sets there are."""
     cdef int first[BLOCK_PACKS_MAX]         # each set's first block
     cdef int uses[BLOCK_PACKS_MAX]          # and how many use it, then its number + 1 (0: none)
     cdef Py_ssize_t k = 0, s, n_sets = 0, kept = 0, size = 0, m, L, stride
@@ -175,14 +172,15 @@ cdef Py_ssize_t _plan_packs(Instr* code, int* chain, int* blk, Py_ssize_t n, Py_
                 n_sets += 1
             if s < n_sets:
                 uses[s] += 1
-                blk[k + 2] = s + 1
+                blk[k + 1] |= (s + 1) << BLOCK_FLAG_BITS
         k += m * stride
     packs[0] = <int*>_alloc(2 * n_sets, sizeof(int))
     for s in range(n_sets):
         k = first[s]
         if uses[s] >= 2:
             packs[0][2 * kept], packs[0][2 * kept + 1] = k, size
-            size += (blk[k] + BLOCK_WAYS_DENSE - 1) // BLOCK_WAYS_DENSE * (chain[k] + 1) * BLOCK_WAYS_DENSE
+            size += ((blk[k] + BLOCK_WAYS_DENSE - 1) // BLOCK_WAYS_DENSE    # groups of eight
+                     * (chain[k] + 1) * BLOCK_WAYS_DENSE)
             kept += 1
         uses[s] = kept if uses[s] >= 2 else 0
     packed[0] = <double*>_alloc(size, sizeof(double))
@@ -191,8 +189,10 @@ cdef Py_ssize_t _plan_packs(Instr* code, int* chain, int* blk, Py_ssize_t n, Py_
         if blk[k] <= 0:
             k += 1
             continue
-        if chain[k] + 1 > BLOCK_NARROW and blk[k + 2] > 0:
-            blk[k + 2] = uses[blk[k + 2] - 1]
+        s = blk[k + 1] >> BLOCK_FLAG_BITS
+        if s > 0:
+            blk[k + 1] &= (1 << BLOCK_FLAG_BITS) - 1
+            blk[k + 1] |= uses[s - 1] << BLOCK_FLAG_BITS
         k += blk[k] * _block_stride(blk, chain, k)
     return kept
 

@@ -585,7 +585,7 @@ cdef class Tape:
                 found.append((k, self.blk[k], self.chain[k] + 1, w,
                               (self.blk[k + 1] & BLOCK_DENSE) != 0,
                               (self.blk[k + 1] & BLOCK_RELU_CHAIN) != 0,
-                              self.blk[k + 2] if self.chain[k] >= BLOCK_NARROW else 0))
+                              self.blk[k + 1] >> BLOCK_FLAG_BITS))
                 k += self.blk[k] * w
             else:
                 k += 1

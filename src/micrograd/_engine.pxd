@@ -128,6 +128,8 @@ cdef enum:
                             #   consecutive slots
     BLOCK_RELU_CHAIN = 2    # its activations are relus and its tails one sum (each an FMA
                             #   adding the activation times a factor to the tail before)
+    BLOCK_FLAG_BITS = 8     # the flags' bits; above them, the block's packed weight set
+                            #   + 1, or 0 (core/packs.pxi)
 
 cdef struct _Finite:        # what Tape.backward knows of its outputs' finiteness
     Py_ssize_t lo           # outputs lo..hi are finite (none known while lo > hi)
@@ -197,7 +199,7 @@ cdef class Tape:
     cdef bint stale_partial_grads  # nor does backward store their grads
     cdef bint held_partial      # the user holds one (or its fused MUL): written back always
     cdef int* packs             # per packed weight set: (its first block's start, its
-    cdef Py_ssize_t n_packs     #   offset in packed); blk[start + 2] = set + 1 in its blocks
+    cdef Py_ssize_t n_packs     #   offset in packed), noted above its blocks' flags
     cdef double* packed         # the sets' weights, each FMA's eight neurons side by side
                                 #   (core/blocks.pxi: _plan_packs), refilled by forward()
     cdef bint stale_data        # op nodes' Value.data lag behind val
