@@ -181,8 +181,8 @@ def test_dense_and_scattered_weights_replay_as_eager(engine, order):
     ([3, 5, 4, 2], ["tanh", "relu", "sigmoid"]),
     ([4, 2, 3], ["exp", "tanh"]),
     ([7, 9, 1], ["relu", "tanh"]),
-    ([3, 24, 9, 1], ["relu", "relu", "relu"]),     # eight sums side by side: 3 groups; 1
-    ([5, 19, 2], ["relu", "relu"]),                 # the last group overlaps the one before
+    ([3, 24, 9, 1], ["relu", "relu", "relu"]),     # 24 narrow sums; one packed group of 8
+    ([5, 19, 2], ["relu", "relu"]),                 # groups of four, the last overlapping
     ([3, 6, 20, 1], ["relu", "relu", "relu"]),      # packed: two groups at once, then one
 ])
 @pytest.mark.parametrize("seed", range(3))
