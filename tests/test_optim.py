@@ -56,6 +56,38 @@ def test_sgd_is_the_notebook_update_bit_for_bit(engine, tape):
         assert snapshot(params) == snapshot(ref.model.parameters()), k
 
 
+class _Rate(float):
+    """A float the one-call SGD step does not take (its type is not float): the step
+    then goes the general way, reading each hyperparameter in Python."""
+
+
+@pytest.mark.parametrize("lr", [0.37, _Rate(0.37), 1], ids=["float", "float-subclass", "int"])
+def test_sgd_one_call_and_general_path_agree(engine, lr):
+    """A training loop's plain SGD step runs in one kernel call; a rate it does not take
+    goes the general path. Both are `p.data -= lr * p.grad`, and both zero grads."""
+    ps = [engine.Value(0.1 * i - 0.7) for i in range(13)]
+    opt = SGD(ps, lr=lr)
+    for k in range(3):
+        for i, p in enumerate(ps):
+            p.grad = math.sin(i + k) * 3.1
+        want = [p.data - float(lr) * p.grad for p in ps]
+        opt.step()
+        assert [p.data for p in ps] == want
+        opt.zero_grad()
+        assert all(p.grad == 0.0 for p in ps)
+
+
+def test_sgd_bad_rate_set_later_raises_and_changes_nothing(engine):
+    """A schedule's bad lr is not taken by the one-call step: the general path raises."""
+    a = engine.Value(1.0)
+    opt = SGD([a], lr=0.1)
+    a.grad = 1.0
+    opt.param_groups[0]["lr"] = "0.1"
+    with pytest.raises(TypeError):
+        opt.step()
+    assert a.data == 1.0
+
+
 def test_demo_tape_step_trains_with_sgd(engine):
     """Demo's Tape step (and so `python -m micrograd --tape`) updates through SGD, its rate
     set by the notebook's schedule; the losses equal the eager notebook loop's

@@ -81,7 +81,7 @@ def _optim_same_params(list current, tuple checked):
     return True
 
 
-def _optim_checked(list groups, list states):
+cpdef _optim_checked(list groups, list states):
     """Every group's checked tuple, if each group's 'params' is still a list of exactly the
     Values checked (Optimizer._checked's common case for all groups, in one call); else
     None."""
@@ -104,6 +104,42 @@ def _optim_checked(list groups, list states):
     return out
 
 
+cdef bint _is_zero(object x):
+    """Is x an int or float equal to 0 (a hyperparameter that switches its term off)?"""
+    return (type(x) is float or type(x) is int) and x == 0
+
+
+def _optim_zero_grads(list groups, list states):
+    """zero_grad of every group in one call: True if each group's 'params' is unchanged
+    (as _optim_checked), every grad then 0.0; else False and nothing changed."""
+    checked = _optim_checked(groups, states)
+    if checked is None:
+        return False
+    for params in checked:
+        _optim_zero_grad(params)
+    return True
+
+
+def _optim_sgd_plain(list groups, list states):
+    """SGD.step in one call in a training loop's case: every group unchanged (as
+    _optim_checked), its lr a float, no momentum and no weight decay. Then every group's
+    p.data -= lr * p.grad and True; else False and nothing changed (optim.py's general
+    path then reads each hyperparameter in Python, with its errors)."""
+    cdef Py_ssize_t i
+    checked = _optim_checked(groups, states)
+    if checked is None:
+        return False
+    for i in range(_list_size(groups)):
+        group = <dict>_list_item(groups, i)
+        if (type(group.get("lr")) is not float or not _is_zero(group.get("momentum"))
+                or not _is_zero(group.get("weight_decay"))):
+            return False
+    for i in range(_list_size(groups)):
+        _optim_sgd(<tuple>_list_item(checked, i), (<dict>_list_item(groups, i))["lr"],
+                   0.0, 0.0, 0.0, False, None, False)
+    return True
+
+
 def _optim_first_non_leaf(tuple params):
     """Index of the first parameter that is an op's result (torch: "can't optimize a
     non-leaf Tensor"), or -1. Reads the op code: v._prev would sync every live Tape."""
@@ -114,14 +150,14 @@ def _optim_first_non_leaf(tuple params):
     return -1
 
 
-def _optim_zero_grad(tuple params):
+cpdef _optim_zero_grad(tuple params):
     """grad = 0.0 on every parameter."""
     cdef Py_ssize_t i
     for i in range(_tuple_size(params)):
         _param(params, i).grad = 0.0
 
 
-def _optim_sgd(tuple params, double lr, double weight_decay, double momentum,
+cpdef _optim_sgd(tuple params, double lr, double weight_decay, double momentum,
                double dampening, bint nesterov, _Doubles buf, bint first):
     """One SGD step (torch's _single_tensor_sgd). buf: momentum buffers (None without
     momentum); first: the buffers are new, so they start as the gradient itself."""

@@ -163,6 +163,8 @@ class Optimizer:
     # -- the torch.optim API ---------------------------------------------------------------
     def zero_grad(self, set_to_none: bool = False) -> None:
         """Set every parameter's grad to 0.0 (a Value's grad is a float: never None)."""
+        if self._kernel._optim_zero_grads(self.param_groups, self._group_state):
+            return      # a training loop's case, in one call
         for params in self._all_checked():
             self._kernel._optim_zero_grad(params)
 
@@ -276,6 +278,17 @@ class SGD(Optimizer):
         _check_nonneg("weight_decay value", g["weight_decay"])
         if g["nesterov"] and (g["momentum"] <= 0 or g["dampening"] != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+
+    @overload
+    def step(self, closure: None = None) -> None: ...
+    @overload
+    def step(self, closure: Callable[[], _T]) -> _T: ...
+
+    def step(self, closure: Optional[Callable[[], _T]] = None) -> Optional[_T]:
+        """One update of every group; with closure, calls it first and returns its loss."""
+        if closure is None and self._kernel._optim_sgd_plain(self.param_groups, self._group_state):
+            return None     # a training loop's case (plain SGD), in one call
+        return super().step(closure)
 
     def _step_group(self, group: Dict[str, Any], gs: Dict[str, Any], params: tuple[Value, ...]) -> None:
         momentum = group["momentum"]

@@ -28,6 +28,14 @@ except AttributeError:
             return a * b + c
 
 
+def _double(x):
+    """x as the core's C double arguments take it: a real number (float() would also
+    parse a str)."""
+    if isinstance(x, (str, bytes, bytearray)):
+        raise TypeError(f"must be real number, not {type(x).__name__}")
+    return float(x)
+
+
 class _Doubles(list):
     """n floats, zeroed: one per parameter of a group (the core: a C array of doubles)."""
 
@@ -71,6 +79,37 @@ def _optim_checked(groups, states):
     return out
 
 
+def _is_zero(x):
+    """Is x an int or float equal to 0 (a hyperparameter that switches its term off)?"""
+    return (type(x) is float or type(x) is int) and x == 0
+
+
+def _optim_zero_grads(groups, states):
+    """zero_grad of every group in one call, if no group's 'params' changed; see
+    core/optim.pxi."""
+    checked = _optim_checked(groups, states)
+    if checked is None:
+        return False
+    for params in checked:
+        _optim_zero_grad(params)
+    return True
+
+
+def _optim_sgd_plain(groups, states):
+    """SGD.step in one call when every group is unchanged, its lr a float, with no
+    momentum and no weight decay; else False and nothing changed. See core/optim.pxi."""
+    checked = _optim_checked(groups, states)
+    if checked is None:
+        return False
+    for group in groups:
+        if (type(group.get("lr")) is not float or not _is_zero(group.get("momentum"))
+                or not _is_zero(group.get("weight_decay"))):
+            return False
+    for group, params in zip(groups, checked):
+        _optim_sgd(params, group["lr"], 0.0, 0.0, 0.0, False, None, False)
+    return True
+
+
 def _optim_first_non_leaf(params):
     """Index of the first parameter that is an op's result, or -1 (see core/optim.pxi)."""
     for i, p in enumerate(params):
@@ -87,7 +126,7 @@ def _optim_zero_grad(params):
 
 def _optim_sgd(params, lr, weight_decay, momentum, dampening, nesterov, buf, first):
     """One SGD step (torch's _single_tensor_sgd); see core/optim.pxi."""
-    lr, weight_decay, momentum, dampening = float(lr), float(weight_decay), float(momentum), float(dampening)
+    lr, weight_decay, momentum, dampening = _double(lr), _double(weight_decay), _double(momentum), _double(dampening)
     _check_len(params, buf)
     if momentum != 0 and buf is None:
         raise ValueError("SGD with momentum needs its buffers")
@@ -107,8 +146,8 @@ def _optim_sgd(params, lr, weight_decay, momentum, dampening, nesterov, buf, fir
 def _optim_adam(params, lr, beta1, beta2, eps, weight_decay, decoupled, step,
                 exp_avg, exp_avg_sq):
     """One Adam (decoupled: AdamW) step, torch's _single_tensor_adam; see core/optim.pxi."""
-    lr, beta1, beta2, eps = float(lr), float(beta1), float(beta2), float(eps)
-    weight_decay, step = float(weight_decay), float(step)
+    lr, beta1, beta2, eps = _double(lr), _double(beta1), _double(beta2), _double(eps)
+    weight_decay, step = _double(weight_decay), _double(step)
     w = 1 - beta1
     step_size = lr / (1 - beta1 ** step)
     bc2_sqrt = (1 - beta2 ** step) ** 0.5
