@@ -167,6 +167,73 @@ cdef void _find_blocks(Instr* code, int* chain, int* last_use, int* blk, Py_ssiz
             k += L
 
 
+cdef Py_ssize_t _wide_blocks(int* chain, int* blk, Py_ssize_t n, int* wide) noexcept:
+    """How many blocks have sums of more than BLOCK_NARROW FMAs; their starts, top down,
+    into wide (if given)."""
+    cdef Py_ssize_t k = 0, count = 0
+    while k < n:
+        if blk[k] <= 0:
+            k += 1
+            continue
+        if chain[k] + 1 > BLOCK_NARROW:
+            count += 1
+            if wide != NULL:
+                wide[-count] = k            # filled from the end: wide points past it
+        k += blk[k] * _block_stride(blk, chain, k)
+    return count
+
+
+cdef inline void _zero_slots(double* g, Py_ssize_t n) noexcept:
+    if n > 4:
+        memset(g, 0, n * sizeof(double))
+    else:                                   # a neuron's sum, activation and tail: stores
+        while n > 0:                        # cost less than a call
+            n -= 1
+            g[n] = 0.0
+
+
+cdef void _zero_grads(double* grd, int* dirty, Py_ssize_t n_dirty, int* wide,
+                      Py_ssize_t n_wide, int* chain, int* blk) noexcept:
+    """Zero the grads of the dirty ranges (instructions first..last, top down; grd: the
+    first instruction's slot) but those of the wide blocks' partial sums (top down too):
+    Tape.backward neither writes nor reads those (_fill_partials computes them when read),
+    and in the demo they are two thirds of what a backward writes."""
+    cdef Py_ssize_t r, w = 0, a, hi, s, m, L, stride, ps
+    for r in range(n_dirty):
+        a = dirty[2 * r]
+        hi = dirty[2 * r + 1]               # slots a..hi are left to zero
+        while w < n_wide:
+            s = wide[w]
+            L = chain[s] + 1
+            stride = _block_stride(blk, chain, s)
+            m = blk[s]
+            if s + m * stride - 1 < a:      # the block is below this range
+                break
+            if s > hi:                      # above it
+                w += 1
+                continue
+            m = min(m, (hi - s) // stride + 1)  # its neurons from the one holding hi down
+            if m > 0:                       # the top one: its written slots and all above
+                m -= 1
+                ps = s + m * stride         # this neuron's partial sums: ps..ps + L - 2
+                if ps + L - 2 >= a:
+                    _zero_slots(grd + ps + L - 1, hi - (ps + L - 2))
+                    hi = ps - 1
+            while m > 0 and s + m * stride - 1 >= a:
+                m -= 1                      # whole neurons: sum, activation[, tail]
+                ps = s + m * stride + L - 1
+                grd[ps] = 0.0
+                grd[ps + 1] = 0.0
+                if stride == L + 2:
+                    grd[ps + 2] = 0.0
+                hi = ps - L
+            if s < a:                       # the block goes on below: the next range's
+                break
+            w += 1
+        if hi >= a:
+            _zero_slots(grd + a, hi - a + 1)
+
+
 cdef inline Py_ssize_t _block_stride(int* blk, int* chain, Py_ssize_t a) noexcept:
     """A block's instructions per neuron: L + 2 if its neurons have tails, else L + 1
     (after neuron 0's activation comes its tail, or neuron 1's first FMA)."""

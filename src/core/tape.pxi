@@ -109,6 +109,9 @@ cdef class Tape:
                          self.n_leaves + self.n_ops, mark)
             self.n_packs = _plan_packs(self.code, self.chain, self.blk, self.n_code,
                                        self.n_leaves, &self.packs, &self.packed)
+            self.n_wide = _wide_blocks(self.chain, self.blk, self.n_code, NULL)
+            self.wide = <int*>_alloc(self.n_wide, sizeof(int))
+            _wide_blocks(self.chain, self.blk, self.n_code, self.wide + self.n_wide)
             self.held_partial = _holds_partial(self.chain, self.blk, self.n_code, self.n_leaves,
                                                self.held, self.n_held, self.fused_in, mark)
             self.root_slot = root._slot
@@ -277,6 +280,7 @@ cdef class Tape:
         free(self.chain)
         free(self.blk)
         free(self.dirty)
+        free(self.wide)
         free(self.packs)
         free(self.packed)
 
@@ -496,8 +500,9 @@ cdef class Tape:
             skip &= not _is_minus_zero((<Value>self._nodes[s]).grad)
         # Op nodes' grads restart from 0 (the fused MULs' are filled in when read). Only
         # those the last backward wrote can be nonzero: a skipped run's are left +0.0.
-        for j in range(self.n_dirty):
-            memset(grd + base + dirty[2 * j], 0, (dirty[2 * j + 1] - dirty[2 * j] + 1) * sizeof(double))
+        # (far: the instruction loop wrote the blocks' partial sums' grads too)
+        _zero_grads(grd + base, dirty, self.n_dirty, self.wide, 0 if far else self.n_wide,
+                    self.chain, blk)
         memset(grd + base + self.n_ops, 0, (self.n_slots - base - self.n_ops) * sizeof(double))
         grd[self.root_slot] = 1.0
         self.n_dirty = 0

@@ -192,6 +192,9 @@ cdef class Tape:
     cdef int* dirty             # instruction ranges (first, last) whose grads the last
     cdef Py_ssize_t n_dirty     #   backward() wrote: the only ones that may be nonzero
                                 #   (all of them once recorded); it skips the rest
+    cdef int* wide              # the starts of the blocks with more than BLOCK_NARROW FMAs
+    cdef Py_ssize_t n_wide      #   per neuron, top down: zeroing a dirty range leaves their
+                                #   partial sums' grads alone (core/blocks.pxi: _zero_grads)
     cdef bint finite            # every instruction's output in val is finite, so backward
                                 #   skips a zero-grad run without checking its outputs
     cdef bint stale_partials    # val's partial sums in blocks lag behind: forward does not
