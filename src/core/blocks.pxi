@@ -329,6 +329,32 @@ cdef inline uint64_t _sums_forward(Instr* e, double* o, double* x, Py_ssize_t st
     return _nonfinite_bits(s0) | _nonfinite_bits(s1)
 
 
+cdef inline uint64_t _narrow_forward(Instr* code, double* val, Py_ssize_t base, Py_ssize_t a,
+                                     Py_ssize_t m, Py_ssize_t stride, Py_ssize_t L,
+                                     const double* x, bint chain_, double* tails) noexcept:
+    """_block_forward's sums of at most BLOCK_NARROW FMAs, each with its relu and tail if
+    chain_ (tails: the tails' running output); returns the sums' _nonfinite_bits."""
+    cdef Py_ssize_t i, j, t
+    cdef uint64_t fin = 0
+    cdef double s, act, out = tails[0]
+    cdef Instr* e
+    for j in range(m):
+        e = code + a + j * stride
+        s = val[e.x]
+        for i in range(L):
+            s = s + val[e[i].y] * x[i]
+        t = a + j * stride + L
+        val[base + t - 1] = s
+        fin |= _nonfinite_bits(s)
+        if chain_:
+            act = _relu(s)
+            val[base + t] = act
+            out = out + val[code[t + 1].y] * act
+            val[base + t + 1] = out
+    tails[0] = out
+    return fin
+
+
 cdef Py_ssize_t _block_forward(Instr* code, int* chain, int* blk, double* val,
                                Py_ssize_t base, Py_ssize_t a, uint64_t* bad,
                                const double* packed, int* packs) except -1:
@@ -360,20 +386,11 @@ cdef Py_ssize_t _block_forward(Instr* code, int* chain, int* blk, double* val,
         x[i] = val[code[a + i].z]
     out = val[code[a + L + 1].x] if chain_ else 0.0
     if L <= BLOCK_NARROW:                   # short sums: one neuron at a time, in one loop
-        for j in range(m):                  # with its relu and tail, each sum too short a
-            e = code + a + j * stride       # chain to need others beside it
-            s = val[e.x]
-            for i in range(L):
-                s = s + val[e[i].y] * x[i]
-            t = a + j * stride + L
-            val[base + t - 1] = s
-            fin |= _nonfinite_bits(s)
-            if chain_:
-                act = _relu(s)
-                val[base + t] = act
-                out = out + val[code[t + 1].y] * act
-                val[base + t + 1] = out
-        j = m
+        if L == 2:                          # with its relu and tail, each sum too short a
+            fin = _narrow_forward(code, val, base, a, m, stride, 2, x, chain_, &out)
+        else:                               # chain to need others beside it (L == 2: a
+            fin = _narrow_forward(code, val, base, a, m, stride, L, x, chain_, &out)
+        j = m                               # copy gcc unrolls, for a layer over 2 inputs)
     else:
         j = 0
     while j < m:
