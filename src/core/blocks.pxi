@@ -504,6 +504,44 @@ cdef bint _holds_partial(int* chain, int* blk, Py_ssize_t n, Py_ssize_t base, in
     return found
 
 
+cdef inline void _sums_backward(Instr* code, double* val, double* grd, Py_ssize_t base,
+                                Py_ssize_t a, Py_ssize_t top, Py_ssize_t stride, Py_ssize_t L,
+                                bint dense, bint chain_, bint skip) noexcept:
+    """_block_backward's sums, neurons top down from top (a relu chain's relus with them)."""
+    cdef double x[BLOCK_MAX]
+    cdef double gz[BLOCK_MAX]               # the inputs' grads, summed top down
+    cdef double g, gp
+    cdef Py_ssize_t i, j, s
+    cdef Instr* e
+    for i in range(L):
+        x[i] = val[code[a + i].z]
+        gz[i] = grd[code[a + i].z]
+    for j in range(top, -1, -1):
+        s = a + j * stride
+        e = code + s
+        g = grd[base + s + L - 1]           # the sum's grad
+        if chain_:                          # its relu's, with no op to dispatch on and
+            g = g + (val[base + s + L] > 0.0) * grd[base + s + L]   # nothing added to the
+            grd[base + s + L - 1] = g                               # constant 0.0's slot
+        if skip and g == 0.0 and isfinite(val[base + s + L - 1]):
+            continue
+        # Each FMA passes its grad to acc (0 + g), and so on down: every partial sum's
+        # grad is gp (_fill_partials stores it when read), but the top FMA passes g itself
+        # to its factors.
+        gp = g + 0.0
+        grd[e[L - 1].y] += x[L - 1] * g
+        gz[L - 1] += val[e[L - 1].y] * g
+        if dense:
+            _dense_backward(grd + e.y, val + e.y, x, gz, gp, L - 1)
+        else:
+            for i in range(L - 2, -1, -1):
+                grd[e[i].y] += x[i] * gp
+                gz[i] += val[e[i].y] * gp
+        grd[e.x] += gp                      # the sum's start (a bias)
+    for i in range(L):
+        grd[code[a + i].z] = gz[i]
+
+
 cdef Py_ssize_t _block_backward(Instr* code, int* chain, int* blk, double* val, double* grd,
                                 Py_ssize_t base, Py_ssize_t a, Py_ssize_t k,
                                 bint skip) noexcept:
@@ -513,16 +551,13 @@ cdef Py_ssize_t _block_backward(Instr* code, int* chain, int* blk, double* val, 
     sum whose grad is 0 and whose output is finite (then so is each partial sum and factor:
     an inf or nan carries up a sum) is skipped, as Tape.backward skips a zero-grad run
     (skip: no leaf's grad is -0.0)."""
-    cdef double x[BLOCK_MAX]
-    cdef double gz[BLOCK_MAX]               # the inputs' grads, summed top down
     cdef double dx, dy, g, gp
-    cdef Py_ssize_t i, j, s, t, L = chain[a] + 1
+    cdef Py_ssize_t j, t, L = chain[a] + 1
     cdef Py_ssize_t stride = _block_stride(blk, chain, a), top = (k - a) // stride
     cdef Py_ssize_t y, p
     cdef bint dense = blk[a + 1] & BLOCK_DENSE
     cdef bint chain_ = blk[a + 1] & BLOCK_RELU_CHAIN
     cdef Instr c
-    cdef Instr* e
     if chain_:                              # each tail's acc is the tail below: its grad is
         j = top if (k - a) % stride == L + 1 else top - 1   # carried in a register, as in
         g = grd[base + a + j * stride + L + 1]              # _run_backward, unless the tail
@@ -561,31 +596,8 @@ cdef Py_ssize_t _block_backward(Instr* code, int* chain, int* blk, double* val, 
             _partials(c.op, val[c.x], val[c.y], val[base + t], &dx, &dy)
             grd[c.x] += dx * grd[base + t]
             grd[c.y] += dy * grd[base + t]  # lands in the constant 0.0's slot
-    for i in range(L):
-        x[i] = val[code[a + i].z]
-        gz[i] = grd[code[a + i].z]
-    for j in range(top, -1, -1):
-        s = a + j * stride
-        e = code + s
-        g = grd[base + s + L - 1]           # the sum's grad
-        if chain_:                          # its relu's, with no op to dispatch on and
-            g = g + (val[base + s + L] > 0.0) * grd[base + s + L]   # nothing added to the
-            grd[base + s + L - 1] = g                               # constant 0.0's slot
-        if skip and g == 0.0 and isfinite(val[base + s + L - 1]):
-            continue
-        # Each FMA passes its grad to acc (0 + g), and so on down: every partial sum's
-        # grad is gp (_fill_partials stores it when read), but the top FMA passes g itself
-        # to its factors.
-        gp = g + 0.0
-        grd[e[L - 1].y] += x[L - 1] * g
-        gz[L - 1] += val[e[L - 1].y] * g
-        if dense:
-            _dense_backward(grd + e.y, val + e.y, x, gz, gp, L - 1)
-        else:
-            for i in range(L - 2, -1, -1):
-                grd[e[i].y] += x[i] * gp
-                gz[i] += val[e[i].y] * gp
-        grd[e.x] += gp                      # the sum's start (a bias)
-    for i in range(L):
-        grd[code[a + i].z] = gz[i]
+    if L == 2:                              # a copy gcc unrolls (a layer over 2 inputs)
+        _sums_backward(code, val, grd, base, a, top, stride, 2, dense, chain_, skip)
+    else:
+        _sums_backward(code, val, grd, base, a, top, stride, L, dense, chain_, skip)
     return a - 1
