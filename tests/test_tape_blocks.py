@@ -483,6 +483,34 @@ def test_packed_weights_follow_the_leaves(engine):
     assert ours == [(bits(v.data), bits(v.grad)) for v in [root] + list(engine.Tape(root).nodes)]
 
 
+@pytest.mark.parametrize("own", ["nothing", "biases", "output weights"])
+def test_blocks_share_a_set_only_with_their_biases_and_tails_weights(engine, own):
+    """The blocks of a packed set read their biases and their relu chain's tails' weights
+    from the set's first block: samples over one layer's weights but with biases (or an
+    output neuron's weights) of their own are not packed together, and replay as eager."""
+    def build(V):
+        rng = random.Random(8)
+        ws1, bs1 = params(V, rng, 2, 6)
+        ws, bs = params(V, rng, 6, 12)
+        w_out = [V(rng.uniform(-1, 1)) for _ in range(12)]
+        total = V(0.0)
+        leaves = [w for row in ws1 + ws for w in row] + bs1 + bs + w_out
+        for s in range(3):
+            x = [V(rng.uniform(-2, 2)) for _ in range(2)]
+            b = [V(rng.uniform(-1, 1)) for _ in range(12)] if own == "biases" else bs
+            wo = [V(rng.uniform(-1, 1)) for _ in range(12)] if own == "output weights" else w_out
+            h = layer(V, layer(V, x, ws1, bs1), ws, b)
+            total = total + sum((w * a for w, a in zip(wo, h)), V(0.5)).relu()
+            leaves += x + (b if b is not bs else []) + (wo if wo is not w_out else [])
+        return total, [], leaves
+    if engine is _engine:
+        blocks = [b for b in blocks_of(build) if b[2] == 6]
+        assert len(blocks) == 3 and all(b[5] for b in blocks)       # relu chains
+        assert {b[6] for b in blocks} == ({1} if own == "nothing" else {0})
+    ours, eager = replay_and_eager(engine, build)
+    assert ours == eager
+
+
 @pytest.mark.parametrize("kind", ["weights are op nodes", "one sample"])
 def test_weights_not_packed_replay_as_eager(engine, kind):
     """Weights computed by the graph (forward lays packs out before it runs anything), or

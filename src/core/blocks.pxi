@@ -378,6 +378,7 @@ cdef Py_ssize_t _block_forward(Instr* code, int* chain, int* blk, double* val,
     cdef Instr c
     cdef Instr* e
     cdef const double* pw = NULL            # the block's packed weights, if it has them
+    cdef Instr* meta = _set_code(code, blk, packs, a)   # biases, tails' weights
     if blk[a + 1] & BLOCK_DENSE and m >= BLOCK_WAYS_DENSE:
         w = BLOCK_WAYS_DENSE
         if blk[a + 1] >> BLOCK_FLAG_BITS:   # its packed weight set + 1
@@ -398,7 +399,7 @@ cdef Py_ssize_t _block_forward(Instr* code, int* chain, int* blk, double* val,
             j = m - w
         if pw != NULL:                      # and the next group with it, if there is one
             t = 0 if j + w == m else (w if j + 2 * w <= m else m - w - j)
-            fin |= _packed_forward(code + a + j * stride, val + base + a + j * stride, x,
+            fin |= _packed_forward(meta + j * stride, val + base + a + j * stride, x,
                                    stride, L, val, pw, t)
             pw += (2 if t else 1) * L * BLOCK_WAYS_DENSE
             j += t
@@ -411,7 +412,7 @@ cdef Py_ssize_t _block_forward(Instr* code, int* chain, int* blk, double* val,
                 t = a + i * stride + L          # beside the next group's sums
                 act = _relu(val[base + t - 1])
                 val[base + t] = act
-                out = out + val[code[t + 1].y] * act
+                out = out + val[meta[i * stride + L + 1].y] * act
                 val[base + t + 1] = out
             done = j
     if chain_:
@@ -504,10 +505,11 @@ cdef bint _holds_partial(int* chain, int* blk, Py_ssize_t n, Py_ssize_t base, in
     return found
 
 
-cdef inline void _sums_backward(Instr* code, double* val, double* grd, Py_ssize_t base,
-                                Py_ssize_t a, Py_ssize_t top, Py_ssize_t stride, Py_ssize_t L,
-                                bint dense, bint chain_, bint skip) noexcept:
-    """_block_backward's sums, neurons top down from top (a relu chain's relus with them)."""
+cdef inline void _sums_backward(Instr* code, Instr* meta, double* val, double* grd,
+                                Py_ssize_t base, Py_ssize_t a, Py_ssize_t top, Py_ssize_t stride,
+                                Py_ssize_t L, bint dense, bint chain_, bint skip) noexcept:
+    """_block_backward's sums, neurons top down from top (a relu chain's relus with them);
+    meta: the instructions to read weights and biases from (_set_code)."""
     cdef double x[BLOCK_MAX]
     cdef double gz[BLOCK_MAX]               # the inputs' grads, summed top down
     cdef double g, gp
@@ -518,7 +520,7 @@ cdef inline void _sums_backward(Instr* code, double* val, double* grd, Py_ssize_
         gz[i] = grd[code[a + i].z]
     for j in range(top, -1, -1):
         s = a + j * stride
-        e = code + s
+        e = meta + j * stride
         g = grd[base + s + L - 1]           # the sum's grad
         if chain_:                          # its relu's, with no op to dispatch on and
             g = g + (val[base + s + L] > 0.0) * grd[base + s + L]   # nothing added to the
@@ -544,7 +546,7 @@ cdef inline void _sums_backward(Instr* code, double* val, double* grd, Py_ssize_
 
 cdef Py_ssize_t _block_backward(Instr* code, int* chain, int* blk, double* val, double* grd,
                                 Py_ssize_t base, Py_ssize_t a, Py_ssize_t k,
-                                bint skip) noexcept:
+                                bint skip, int* packs) noexcept:
     """Backward of the block at instruction a from its activation or tail at k down (k is
     below the last one when backward skipped what was above); returns a - 1. Tails first,
     then activations, then sums, each top down (a relu chain's relus each with its sum). A
@@ -557,13 +559,14 @@ cdef Py_ssize_t _block_backward(Instr* code, int* chain, int* blk, double* val, 
     cdef Py_ssize_t y, p
     cdef bint dense = blk[a + 1] & BLOCK_DENSE
     cdef bint chain_ = blk[a + 1] & BLOCK_RELU_CHAIN
+    cdef Instr* meta = _set_code(code, blk, packs, a)   # weights, biases, tails' weights
     cdef Instr c
     if chain_:                              # each tail's acc is the tail below: its grad is
         j = top if (k - a) % stride == L + 1 else top - 1   # carried in a register, as in
         g = grd[base + a + j * stride + L + 1]              # _run_backward, unless the tail
         while j > 0:                                        # also reads it as a factor;
             t = base + a + j * stride + L                   # its acc and second factor are
-            y = code[t - base + 1].y                        # known slots: the tail below's
+            y = meta[j * stride + L + 1].y                  # known slots: the tail below's
             p = t + 1 - stride                              # and its activation's (t)
             gp = grd[p] + g
             grd[p] = gp
@@ -597,7 +600,7 @@ cdef Py_ssize_t _block_backward(Instr* code, int* chain, int* blk, double* val, 
             grd[c.x] += dx * grd[base + t]
             grd[c.y] += dy * grd[base + t]  # lands in the constant 0.0's slot
     if L == 2:                              # a copy gcc unrolls (a layer over 2 inputs)
-        _sums_backward(code, val, grd, base, a, top, stride, 2, dense, chain_, skip)
+        _sums_backward(code, meta, val, grd, base, a, top, stride, 2, dense, chain_, skip)
     else:
-        _sums_backward(code, val, grd, base, a, top, stride, L, dense, chain_, skip)
+        _sums_backward(code, meta, val, grd, base, a, top, stride, L, dense, chain_, skip)
     return a - 1

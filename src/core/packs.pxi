@@ -104,7 +104,8 @@ cdef inline uint64_t _packed_forward(Instr* e, double* o, const double* x, Py_ss
                                      Py_ssize_t L, const double* val, const double* pw,
                                      Py_ssize_t second) noexcept:
     """_sums_forward of BLOCK_WAYS_DENSE sums whose weights _pack_weights laid out at pw,
-    and as many again from neuron `second` on (its group's weights next), if second > 0."""
+    and as many again from neuron `second` on (its group's weights next), if second > 0;
+    e: the first sum's instructions, or its set's (_set_code), for the biases."""
     cdef double s[2 * BLOCK_WAYS_DENSE]
     cdef Py_ssize_t q, w = BLOCK_WAYS_DENSE
     cdef Instr* e1 = e + second * stride
@@ -139,14 +140,27 @@ cdef bint _packable(Instr* code, int* blk, Py_ssize_t a, Py_ssize_t m, Py_ssize_
 
 
 cdef bint _same_weights(Instr* code, int* chain, int* blk, Py_ssize_t a, Py_ssize_t b) noexcept:
-    """Do the blocks at a and b have the same weights, neuron by neuron?"""
-    cdef Py_ssize_t j, sa = _block_stride(blk, chain, a), sb = _block_stride(blk, chain, b)
-    if blk[a] != blk[b] or chain[a] != chain[b]:
+    """Do the blocks at a and b have the same shape, weights and biases, and relu chains'
+    tails the same weights, neuron by neuron? Then either one's instructions give the
+    other's: the blocks of a set read those from their first (_set_code), whose
+    instructions stay in cache, not each from its own."""
+    cdef Py_ssize_t j, L = chain[a] + 1, w = _block_stride(blk, chain, a)
+    cdef bint relus = (blk[a + 1] & BLOCK_RELU_CHAIN) != 0
+    if (blk[a] != blk[b] or chain[a] != chain[b] or w != _block_stride(blk, chain, b)
+            or relus != ((blk[b + 1] & BLOCK_RELU_CHAIN) != 0)):
         return False
     for j in range(blk[a]):
-        if code[a + j * sa].y != code[b + j * sb].y:
+        if (code[a + j * w].y != code[b + j * w].y or code[a + j * w].x != code[b + j * w].x
+                or (relus and code[a + j * w + L + 1].y != code[b + j * w + L + 1].y)):
             return False
     return True
+
+
+cdef inline Instr* _set_code(Instr* code, int* blk, int* packs, Py_ssize_t a) noexcept:
+    """The instructions the block at a reads its weights, biases and tails' weights from:
+    its packed set's first block's (_same_weights), or its own."""
+    cdef int s = blk[a + 1] >> BLOCK_FLAG_BITS
+    return code + (packs[2 * s - 2] if s > 0 else a)
 
 
 cdef Py_ssize_t _plan_packs(Instr* code, int* chain, int* blk, Py_ssize_t n, Py_ssize_t base,

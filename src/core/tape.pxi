@@ -509,7 +509,8 @@ cdef class Tape:
         k = top = self.n_code - 1               # instructions k + 1..top run since the last skip
         while k >= 0:
             if blk[k] < 0 and not far:          # a block's activation or tail (core/blocks.pxi);
-                k = _block_backward(code, self.chain, blk, val, grd, base, -blk[k] - 1, k, skip)
+                k = _block_backward(code, self.chain, blk, val, grd, base, -blk[k] - 1, k, skip,
+                                    self.packs)
                 continue                        # on a tape bigger than the caches, the prefetching
                                                 # loop below is faster
             j = lo[k]
