@@ -102,8 +102,10 @@ def test_an_mlp_step_replays_its_layers_as_blocks():
     assert all(b[4] for b in found[2:] if b[2] == 16)
     assert all(b[5] for b in found)         # relus, and tails that form the next sum
     # every sample's second layer multiplies one packed copy of its weights
-    assert {b[6] for b in found if b[2] == 16} == {1}
-    assert {b[6] for b in found if b[2] == 2} == {0}
+    assert {b[6] for b in found if b[2] == 16} == {True}   # packed
+    assert {b[6] for b in found if b[2] == 2} == {False}
+    sets = [{b[7] for b in found if b[2] == L} for L in (2, 16)]   # each layer's one set
+    assert all(len(x) == 1 and 0 not in x for x in sets) and sets[0] != sets[1]
 
 
 @pytest.mark.parametrize("form, chain", [("w*a", True), ("a*a", True), ("o*a", True),
@@ -483,11 +485,12 @@ def test_packed_weights_follow_the_leaves(engine):
     assert ours == [(bits(v.data), bits(v.grad)) for v in [root] + list(engine.Tape(root).nodes)]
 
 
-@pytest.mark.parametrize("own", ["nothing", "biases", "output weights"])
+@pytest.mark.parametrize("own", ["nothing", "biases", "output weights", "a weight"])
 def test_blocks_share_a_set_only_with_their_biases_and_tails_weights(engine, own):
-    """The blocks of a packed set read their biases and their relu chain's tails' weights
-    from the set's first block: samples over one layer's weights but with biases (or an
-    output neuron's weights) of their own are not packed together, and replay as eager."""
+    """The blocks of a set read their weights, biases and relu chain's tails' weights from
+    the set's first block: samples over one layer's weights but with biases, an output
+    neuron's weights or one weight (not the first of its neuron) of their own are not in
+    one set, and replay as eager."""
     def build(V):
         rng = random.Random(8)
         ws1, bs1 = params(V, rng, 2, 6)
@@ -499,14 +502,19 @@ def test_blocks_share_a_set_only_with_their_biases_and_tails_weights(engine, own
             x = [V(rng.uniform(-2, 2)) for _ in range(2)]
             b = [V(rng.uniform(-1, 1)) for _ in range(12)] if own == "biases" else bs
             wo = [V(rng.uniform(-1, 1)) for _ in range(12)] if own == "output weights" else w_out
-            h = layer(V, layer(V, x, ws1, bs1), ws, b)
+            w = [row[:] for row in ws]
+            if own == "a weight":
+                w[5][3] = V(rng.uniform(-1, 1))
+                leaves.append(w[5][3])
+            h = layer(V, layer(V, x, ws1, bs1), w, b)
             total = total + sum((w * a for w, a in zip(wo, h)), V(0.5)).relu()
             leaves += x + (b if b is not bs else []) + (wo if wo is not w_out else [])
         return total, [], leaves
     if engine is _engine:
         blocks = [b for b in blocks_of(build) if b[2] == 6]
         assert len(blocks) == 3 and all(b[5] for b in blocks)       # relu chains
-        assert {b[6] for b in blocks} == ({1} if own == "nothing" else {0})
+        assert {b[6] for b in blocks} == ({True} if own == "nothing" else {False})  # packed
+        assert len({b[7] for b in blocks}) == 1 and (blocks[0][7] > 0) == (own == "nothing")
     ours, eager = replay_and_eager(engine, build)
     assert ours == eager
 

@@ -329,17 +329,18 @@ cdef inline uint64_t _sums_forward(Instr* e, double* o, double* x, Py_ssize_t st
     return _nonfinite_bits(s0) | _nonfinite_bits(s1)
 
 
-cdef inline uint64_t _narrow_forward(Instr* code, double* val, Py_ssize_t base, Py_ssize_t a,
+cdef inline uint64_t _narrow_forward(Instr* meta, double* val, Py_ssize_t base, Py_ssize_t a,
                                      Py_ssize_t m, Py_ssize_t stride, Py_ssize_t L,
                                      const double* x, bint chain_, double* tails) noexcept:
     """_block_forward's sums of at most BLOCK_NARROW FMAs, each with its relu and tail if
-    chain_ (tails: the tails' running output); returns the sums' _nonfinite_bits."""
+    chain_ (tails: the tails' running output); returns the sums' _nonfinite_bits. meta:
+    the instructions to read weights, biases and tails' weights from (_set_code)."""
     cdef Py_ssize_t i, j, t
     cdef uint64_t fin = 0
     cdef double s, act, out = tails[0]
     cdef Instr* e
     for j in range(m):
-        e = code + a + j * stride
+        e = meta + j * stride
         s = val[e.x]
         for i in range(L):
             s = s + val[e[i].y] * x[i]
@@ -349,7 +350,7 @@ cdef inline uint64_t _narrow_forward(Instr* code, double* val, Py_ssize_t base, 
         if chain_:
             act = _relu(s)
             val[base + t] = act
-            out = out + val[code[t + 1].y] * act
+            out = out + val[e[L + 1].y] * act
             val[base + t + 1] = out
     tails[0] = out
     return fin
@@ -381,16 +382,15 @@ cdef Py_ssize_t _block_forward(Instr* code, int* chain, int* blk, double* val,
     cdef Instr* meta = _set_code(code, blk, packs, a)   # biases, tails' weights
     if blk[a + 1] & BLOCK_DENSE and m >= BLOCK_WAYS_DENSE:
         w = BLOCK_WAYS_DENSE
-        if blk[a + 1] >> BLOCK_FLAG_BITS:   # its packed weight set + 1
-            pw = packed + packs[2 * (blk[a + 1] >> BLOCK_FLAG_BITS) - 1]
+        pw = _packed_of(blk, packs, packed, a)
     for i in range(L):
         x[i] = val[code[a + i].z]
     out = val[code[a + L + 1].x] if chain_ else 0.0
     if L <= BLOCK_NARROW:                   # short sums: one neuron at a time, in one loop
         if L == 2:                          # with its relu and tail, each sum too short a
-            fin = _narrow_forward(code, val, base, a, m, stride, 2, x, chain_, &out)
+            fin = _narrow_forward(meta, val, base, a, m, stride, 2, x, chain_, &out)
         else:                               # chain to need others beside it (L == 2: a
-            fin = _narrow_forward(code, val, base, a, m, stride, L, x, chain_, &out)
+            fin = _narrow_forward(meta, val, base, a, m, stride, L, x, chain_, &out)
         j = m                               # copy gcc unrolls, for a layer over 2 inputs)
     else:
         j = 0
@@ -404,7 +404,7 @@ cdef Py_ssize_t _block_forward(Instr* code, int* chain, int* blk, double* val,
             pw += (2 if t else 1) * L * BLOCK_WAYS_DENSE
             j += t
         else:
-            fin |= _sums_forward(code + a + j * stride, val + base + a + j * stride, x,
+            fin |= _sums_forward(meta + j * stride, val + base + a + j * stride, x,
                                  stride, L, val, w, blk[a + 1] & BLOCK_DENSE)
         j += w
         if chain_:                          # this group's relus and tails, with nothing to

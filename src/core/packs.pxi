@@ -144,15 +144,18 @@ cdef bint _same_weights(Instr* code, int* chain, int* blk, Py_ssize_t a, Py_ssiz
     tails the same weights, neuron by neuron? Then either one's instructions give the
     other's: the blocks of a set read those from their first (_set_code), whose
     instructions stay in cache, not each from its own."""
-    cdef Py_ssize_t j, L = chain[a] + 1, w = _block_stride(blk, chain, a)
+    cdef Py_ssize_t i, j, L = chain[a] + 1, w = _block_stride(blk, chain, a)
     cdef bint relus = (blk[a + 1] & BLOCK_RELU_CHAIN) != 0
     if (blk[a] != blk[b] or chain[a] != chain[b] or w != _block_stride(blk, chain, b)
             or relus != ((blk[b + 1] & BLOCK_RELU_CHAIN) != 0)):
         return False
     for j in range(blk[a]):
-        if (code[a + j * w].y != code[b + j * w].y or code[a + j * w].x != code[b + j * w].x
+        if (code[a + j * w].x != code[b + j * w].x
                 or (relus and code[a + j * w + L + 1].y != code[b + j * w + L + 1].y)):
             return False
+        for i in range(L):
+            if code[a + j * w + i].y != code[b + j * w + i].y:
+                return False
     return True
 
 
@@ -165,10 +168,11 @@ cdef inline Instr* _set_code(Instr* code, int* blk, int* packs, Py_ssize_t a) no
 
 cdef Py_ssize_t _plan_packs(Instr* code, int* chain, int* blk, Py_ssize_t n, Py_ssize_t base,
                             int** packs, double** packed) except -1:
-    """Find the weight sets that several packable blocks share (a layer's, in every sample's
-    block), up to BLOCK_PACKS_MAX; a set used once is not worth its copy per forward. Marks
-    each block that uses one (set + 1 above its BLOCK_FLAG_BITS), allocates packs and
-    packed, and returns how many sets there are."""
+    """Find the sets of blocks that share their weights, biases and tails' weights
+    (_same_weights: a layer's, in every sample's block), up to BLOCK_PACKS_MAX; a set of
+    one block is none. Marks each block of a set (set + 1 above its BLOCK_FLAG_BITS),
+    allocates packs and packed (the packable sets' weights), and returns how many sets
+    there are."""
     cdef int first[BLOCK_PACKS_MAX]         # each set's first block
     cdef int uses[BLOCK_PACKS_MAX]          # and how many use it, then its number + 1 (0: none)
     cdef Py_ssize_t k = 0, s, n_sets = 0, kept = 0, size = 0, m, L, stride
@@ -177,24 +181,26 @@ cdef Py_ssize_t _plan_packs(Instr* code, int* chain, int* blk, Py_ssize_t n, Py_
             k += 1
             continue
         m, L, stride = blk[k], chain[k] + 1, _block_stride(blk, chain, k)
-        if _packable(code, blk, k, m, L, stride, base):
-            s = 0
-            while s < n_sets and not _same_weights(code, chain, blk, k, first[s]):
-                s += 1
-            if s == n_sets and n_sets < BLOCK_PACKS_MAX:
-                first[s], uses[s] = k, 0
-                n_sets += 1
-            if s < n_sets:
-                uses[s] += 1
-                blk[k + 1] |= (s + 1) << BLOCK_FLAG_BITS
+        s = 0
+        while s < n_sets and not _same_weights(code, chain, blk, k, first[s]):
+            s += 1
+        if s == n_sets and n_sets < BLOCK_PACKS_MAX:
+            first[s], uses[s] = k, 0
+            n_sets += 1
+        if s < n_sets:
+            uses[s] += 1
+            blk[k + 1] |= (s + 1) << BLOCK_FLAG_BITS
         k += m * stride
     packs[0] = <int*>_alloc(2 * n_sets, sizeof(int))
     for s in range(n_sets):
         k = first[s]
         if uses[s] >= 2:
-            packs[0][2 * kept], packs[0][2 * kept + 1] = k, size
-            size += ((blk[k] + BLOCK_WAYS_DENSE - 1) // BLOCK_WAYS_DENSE    # groups of eight
-                     * (chain[k] + 1) * BLOCK_WAYS_DENSE)
+            m, L, stride = blk[k], chain[k] + 1, _block_stride(blk, chain, k)
+            packs[0][2 * kept] = k
+            packs[0][2 * kept + 1] = -1     # (the same for every block of the set)
+            if _packable(code, blk, k, m, L, stride, base):
+                packs[0][2 * kept + 1] = size
+                size += (m + BLOCK_WAYS_DENSE - 1) // BLOCK_WAYS_DENSE * L * BLOCK_WAYS_DENSE
             kept += 1
         uses[s] = kept if uses[s] >= 2 else 0
     packed[0] = <double*>_alloc(size, sizeof(double))
@@ -211,6 +217,13 @@ cdef Py_ssize_t _plan_packs(Instr* code, int* chain, int* blk, Py_ssize_t n, Py_
     return kept
 
 
+cdef inline const double* _packed_of(int* blk, int* packs, const double* packed,
+                                     Py_ssize_t a) noexcept:
+    """The block at a's packed weights, or NULL."""
+    cdef int s = blk[a + 1] >> BLOCK_FLAG_BITS
+    return packed + packs[2 * s - 1] if s > 0 and packs[2 * s - 1] >= 0 else NULL
+
+
 cdef void _pack_weights(Instr* code, int* chain, int* blk, const double* val, double* packed,
                         int* packs, Py_ssize_t n_packs) noexcept:
     """Lay out each set's weights from the leaves' values in val: per group of eight
@@ -218,6 +231,8 @@ cdef void _pack_weights(Instr* code, int* chain, int* blk, const double* val, do
     cdef Py_ssize_t s, a, m, L, stride, j, i, q
     cdef double* pw
     for s in range(n_packs):
+        if packs[2 * s + 1] < 0:            # a set whose weights are not packable
+            continue
         a, pw = packs[2 * s], packed + packs[2 * s + 1]
         m, L, stride = blk[a], chain[a] + 1, _block_stride(blk, chain, a)
         j = 0

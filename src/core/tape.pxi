@@ -581,7 +581,8 @@ cdef class Tape:
     def _blocks(self):
         """The dense-layer blocks a replay runs together, each as (first instruction,
         neurons, FMAs per neuron, instructions per neuron, weights dense, relus and a chain
-        of tails, its packed weight set or 0) (core/blocks.pxi, packs.pxi; for tests)."""
+        of tails, its weights packed, its set (blocks sharing weights, biases and tails'
+        weights) or 0) (core/blocks.pxi, packs.pxi; for tests)."""
         cdef Py_ssize_t k = 0, w
         _ready(self)
         found = []
@@ -591,6 +592,7 @@ cdef class Tape:
                 found.append((k, self.blk[k], self.chain[k] + 1, w,
                               (self.blk[k + 1] & BLOCK_DENSE) != 0,
                               (self.blk[k + 1] & BLOCK_RELU_CHAIN) != 0,
+                              _packed_of(self.blk, self.packs, self.packed, k) != NULL,
                               self.blk[k + 1] >> BLOCK_FLAG_BITS))
                 k += self.blk[k] * w
             else:
