@@ -69,39 +69,55 @@ cdef int _check_len(tuple params, _Doubles d) except -1:
     return 0
 
 
-def _optim_same_params(list current, tuple checked):
+cdef extern from *:
+    """
+    #include <string.h>
+    /* Do list and tuple hold the same n pointers? One memcmp of their item arrays. */
+    static inline int micrograd_same_items(PyObject* list, PyObject* tuple, Py_ssize_t n) {
+        return n == 0 || memcmp(((PyListObject*)list)->ob_item, ((PyTupleObject*)tuple)->ob_item,
+                                (size_t)n * sizeof(PyObject*)) == 0;
+    }
+    """
+    bint _same_items "micrograd_same_items"(object lst, object tup, Py_ssize_t n)
+
+
+cpdef bint _optim_same_params(list current, tuple checked):
     """Does the group's list still hold exactly the checked Values, in order (identity)?
-    A pointer compare per item: the common case costs no Python per parameter."""
-    cdef Py_ssize_t i, n = _list_size(current)
-    if n != _tuple_size(checked):
-        return False
-    for i in range(n):
-        if _list_item(current, i) != _tuple_item(checked, i):
-            return False
-    return True
+    Their pointers compared: the common case costs no Python per parameter."""
+    cdef Py_ssize_t n = _list_size(current)
+    return n == _tuple_size(checked) and _same_items(current, checked, n)
 
 
-cpdef _optim_checked(list groups, list states):
-    """Every group's checked tuple, if each group's 'params' is still a list of exactly the
-    Values checked (Optimizer._checked's common case for all groups, in one call); else
-    None."""
+cdef bint _unchanged(list groups, list states):
+    """Is each group's 'params' still a list of exactly the Values checked (its state's
+    'params' tuple)? Optimizer._checked's common case for all groups at once."""
     cdef Py_ssize_t i, n = _list_size(groups)
     cdef object group, gs, params, checked
     if _list_size(states) != n:
-        return None
-    out = []
+        return False
     for i in range(n):
         group = <object>_list_item(groups, i)
         gs = <object>_list_item(states, i)
         if type(group) is not dict or type(gs) is not dict:
-            return None
+            return False
         params = (<dict>group).get("params")
         checked = (<dict>gs).get("params")
         if (type(params) is not list or type(checked) is not tuple
                 or not _optim_same_params(params, checked)):
-            return None
-        out.append(checked)
-    return out
+            return False
+    return True
+
+
+cdef inline tuple _checked_of(list states, Py_ssize_t i):
+    return <tuple>(<dict>_list_item(states, i))["params"]
+
+
+def _optim_checked(list groups, list states):
+    """Every group's checked tuple, if no group's 'params' changed (_unchanged); else
+    None."""
+    if not _unchanged(groups, states):
+        return None
+    return [_checked_of(states, i) for i in range(_list_size(states))]
 
 
 cdef bint _is_zero(object x):
@@ -111,23 +127,22 @@ cdef bint _is_zero(object x):
 
 def _optim_zero_grads(list groups, list states):
     """zero_grad of every group in one call: True if each group's 'params' is unchanged
-    (as _optim_checked), every grad then 0.0; else False and nothing changed."""
-    checked = _optim_checked(groups, states)
-    if checked is None:
+    (_unchanged), every grad then 0.0; else False and nothing changed."""
+    cdef Py_ssize_t i
+    if not _unchanged(groups, states):
         return False
-    for params in checked:
-        _optim_zero_grad(params)
+    for i in range(_list_size(states)):
+        _optim_zero_grad(_checked_of(states, i))
     return True
 
 
 def _optim_sgd_plain(list groups, list states):
-    """SGD.step in one call in a training loop's case: every group unchanged (as
-    _optim_checked), its lr a float, no momentum and no weight decay. Then every group's
+    """SGD.step in one call in a training loop's case: every group unchanged
+    (_unchanged), its lr a float, no momentum and no weight decay. Then every group's
     p.data -= lr * p.grad and True; else False and nothing changed (optim.py's general
     path then reads each hyperparameter in Python, with its errors)."""
     cdef Py_ssize_t i
-    checked = _optim_checked(groups, states)
-    if checked is None:
+    if not _unchanged(groups, states):
         return False
     for i in range(_list_size(groups)):
         group = <dict>_list_item(groups, i)
@@ -135,7 +150,7 @@ def _optim_sgd_plain(list groups, list states):
                 or not _is_zero(group.get("weight_decay"))):
             return False
     for i in range(_list_size(groups)):
-        _optim_sgd(<tuple>_list_item(checked, i), (<dict>_list_item(groups, i))["lr"],
+        _optim_sgd(_checked_of(states, i), (<dict>_list_item(groups, i))["lr"],
                    0.0, 0.0, 0.0, False, None, False)
     return True
 

@@ -62,21 +62,27 @@ def _optim_same_params(current, checked):
     return len(current) == len(checked) and all(a is b for a, b in zip(current, checked))
 
 
-def _optim_checked(groups, states):
-    """Every group's checked tuple, if each group's 'params' is still a list of exactly the
-    Values checked; else None (see core/optim.pxi)."""
+def _unchanged(groups, states):
+    """Is each group's 'params' still a list of exactly the Values checked (its state's
+    'params' tuple)? See core/optim.pxi."""
     if len(states) != len(groups):
-        return None
-    out = []
+        return False
     for group, gs in zip(groups, states):
         if type(group) is not dict or type(gs) is not dict:
-            return None
+            return False
         params, checked = group.get("params"), gs.get("params")
         if (type(params) is not list or type(checked) is not tuple
                 or not _optim_same_params(params, checked)):
-            return None
-        out.append(checked)
-    return out
+            return False
+    return True
+
+
+def _optim_checked(groups, states):
+    """Every group's checked tuple, if no group's 'params' changed (_unchanged); else
+    None."""
+    if not _unchanged(groups, states):
+        return None
+    return [gs["params"] for gs in states]
 
 
 def _is_zero(x):
@@ -87,26 +93,24 @@ def _is_zero(x):
 def _optim_zero_grads(groups, states):
     """zero_grad of every group in one call, if no group's 'params' changed; see
     core/optim.pxi."""
-    checked = _optim_checked(groups, states)
-    if checked is None:
+    if not _unchanged(groups, states):
         return False
-    for params in checked:
-        _optim_zero_grad(params)
+    for gs in states:
+        _optim_zero_grad(gs["params"])
     return True
 
 
 def _optim_sgd_plain(groups, states):
     """SGD.step in one call when every group is unchanged, its lr a float, with no
     momentum and no weight decay; else False and nothing changed. See core/optim.pxi."""
-    checked = _optim_checked(groups, states)
-    if checked is None:
+    if not _unchanged(groups, states):
         return False
     for group in groups:
         if (type(group.get("lr")) is not float or not _is_zero(group.get("momentum"))
                 or not _is_zero(group.get("weight_decay"))):
             return False
-    for group, params in zip(groups, checked):
-        _optim_sgd(params, group["lr"], 0.0, 0.0, 0.0, False, None, False)
+    for group, gs in zip(groups, states):
+        _optim_sgd(gs["params"], group["lr"], 0.0, 0.0, 0.0, False, None, False)
     return True
 
 
