@@ -83,13 +83,15 @@ def info(**extra):
             **extra}
 
 
-def tape_optim(demo_mod, steps, warmup):
+def tape_optim(demo_mod, steps, warmup, batches=15):
     """The bare replayed step: tape.forward(); opt.zero_grad(); tape.backward(); opt.step(),
     the rate set by the notebook's schedule (no accuracy: the C step computes none). Timed
-    as demo_step.c times the C step: the step in a run with a clock read only between steps
-    (a read costs ~0.6 us of process CPU time, and the C loop has none inside), the phases
-    in a run of the same steps from the same weights with a clock between them; both after
-    an untimed run of those steps (the C step, too, is timed after thousands of steps)."""
+    as demo_step.c times the C step: the step as the mean of a batch of steps with a clock
+    read only before and after it (a read costs ~0.6 us of process CPU time, and the C loop
+    has none inside), the median of `batches` batches; the phases in a run of the same
+    steps from the same weights with a clock between them. Every batch and the phases' run
+    start from the seeded weights and time the steps after `warmup` untimed ones (the C
+    step, too, is timed after thousands of steps)."""
     from micrograd.optim import SGD
     d = demo_mod.Demo("cython")
     total, _, _ = d.loss()
@@ -98,19 +100,24 @@ def tape_optim(demo_mod, steps, warmup):
     tape, opt = d.Tape(total), SGD(params, lr=demo_mod.learning_rate(0))
     group, rate, n = opt.param_groups[0], demo_mod.learning_rate, warmup + steps
 
-    def whole():
+    def batch():
         for p, v in zip(params, start):
             p.data = v
-        marks, losses = [0] * (n + 1), [0.0] * n
-        marks[0] = clock()
-        for i in range(n):
+        losses = [0.0] * n
+        for i in range(warmup):
             losses[i] = tape.forward()
             opt.zero_grad()
             tape.backward()
             group["lr"] = rate(i % 100)
             opt.step()
-            marks[i + 1] = clock()
-        return [b - a for a, b in zip(marks[warmup:], marks[warmup + 1:])], losses
+        t0 = clock()
+        for i in range(warmup, n):
+            losses[i] = tape.forward()
+            opt.zero_grad()
+            tape.backward()
+            group["lr"] = rate(i % 100)
+            opt.step()
+        return (clock() - t0) / steps, losses
 
     def phased():
         for p, v in zip(params, start):
@@ -128,11 +135,14 @@ def tape_optim(demo_mod, steps, warmup):
             marks.append((t0, t1, t2, clock()))
         return marks[warmup:], losses
 
-    whole()
+    batch()
     marks, losses = phased()
-    step_ns, again = whole()
-    if again != losses:
-        raise RuntimeError("the step's run and the phases' give different losses")
+    step_ns = []
+    for _ in range(batches):
+        ns, again = batch()
+        step_ns.append(ns)
+        if again != losses:
+            raise RuntimeError("the step's batches and the phases' run give different losses")
     times = {"forward": [b - a for a, b, _, _ in marks], "backward": [c - b for _, b, c, _ in marks],
              "update": [d - c for _, _, c, d in marks], "free": [None] * steps, "step": step_ns}
     return times, losses, {"tape_nodes": len(tape)}
