@@ -83,12 +83,14 @@ def info(**extra):
             **extra}
 
 
-def tape_optim(demo_mod, steps, warmup, batches=15):
+def tape_optim(demo_mod, steps, warmup, batches=15, seconds=0.25):
     """The bare replayed step: tape.forward(); opt.zero_grad(); tape.backward(); opt.step(),
     the rate set by the notebook's schedule (no accuracy: the C step computes none). Timed
     as demo_step.c times the C step: the step as the mean of a batch of steps with a clock
     read only before and after it (a read costs ~0.6 us of process CPU time, and the C loop
-    has none inside), the median of `batches` batches; the phases in a run of the same
+    has none inside), the median of at least `batches` batches spread over `seconds` of
+    CPU time, as the C step's batches are (a burst of the machine's noise then moves the
+    median of neither); the phases in a run of the same
     steps from the same weights with a clock between them. Every batch and the phases' run
     start from the seeded weights and time the steps after `warmup` untimed ones (the C
     step, too, is timed after thousands of steps)."""
@@ -137,8 +139,8 @@ def tape_optim(demo_mod, steps, warmup, batches=15):
 
     batch()
     marks, losses = phased()
-    step_ns = []
-    for _ in range(batches):
+    step_ns, began = [], clock()
+    while len(step_ns) < batches or clock() - began < seconds * 1e9:
         ns, again = batch()
         step_ns.append(ns)
         if again != losses:
