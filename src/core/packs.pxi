@@ -7,8 +7,11 @@
 # parameters), so a forward can lay them out once, each FMA's eight weights side by side
 # (_pack_weights), and every block of the layer then multiplies and adds two sums' terms
 # per SSE2 instruction: the same IEEE operations, lane by lane, in the same order.
-# _plan_packs finds the sets when recording: blocks whose weights are leaves (forward lays
-# them out before it runs any instruction) and which share them with another block.
+# _plan_packs finds the sets when recording: blocks that share their weights, biases and
+# tails' weights with another block (_same_weights), which read those from their set's
+# first block's instructions (_set_code: they stay in cache, a block's own do not); the
+# sets whose weights are dense leaves (forward lays them out before it runs any
+# instruction) are packed.
 
 
 cdef extern from *:

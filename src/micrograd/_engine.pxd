@@ -201,10 +201,11 @@ cdef class Tape:
                                 #   store them (core/blocks.pxi: _fill_partials)
     cdef bint stale_partial_grads  # nor does backward store their grads
     cdef bint held_partial      # the user holds one (or its fused MUL): written back always
-    cdef int* packs             # per packed weight set: (its first block's start, its
-    cdef Py_ssize_t n_packs     #   offset in packed), noted above its blocks' flags
-    cdef double* packed         # the sets' weights, each FMA's eight neurons side by side
-                                #   (core/blocks.pxi: _plan_packs), refilled by forward()
+    cdef int* packs             # per set of blocks sharing weights, biases and tails'
+    cdef Py_ssize_t n_packs     #   weights: (its first block's start, its offset in packed
+                                #   or -1), noted above its blocks' flags
+    cdef double* packed         # the packable sets' weights, each FMA's eight neurons side
+                                #   by side (core/packs.pxi: _plan_packs), refilled by forward()
     cdef bint stale_data        # op nodes' Value.data lag behind val
     cdef bint stale_grad        # op nodes' Value.grad lag behind grd
     cdef Value _root            # the recorded root (Tape.root)
