@@ -12,7 +12,6 @@ CPU time; engines alternate within each round (A B C ... then ... C B A), every 
 median, and every ratio is a median of per-round ratios. See benchmarks/README.md.
 """
 import argparse
-import array
 import datetime
 import json
 import os
@@ -153,10 +152,19 @@ def measure(cfg, quick):
 
     log("scaling")
     jobs = [(e, s, n) for e, s, sizes in cfg["scale"] for n in sizes]
+    tape_pass_binary, tape_pass_note = tape_pass_binary
+
+    def scale_args(j):      # cython's chain, wide and dag: tape_pass.c right after each Tape
+        paired = tape_pass_binary is not None and j[0] == "cython" and j[1] in ("chain", "wide", "dag")
+        return (["scale", *j, "--reps", cfg["reps"][j[2]]]
+                + (["--tape-pass", str(tape_pass_binary), "--seconds", "0.1" if quick else "0.5"]
+                   if paired else []))
     scale_runs, scale_errors = alternate(
-        jobs, cfg["scale_rounds"], lambda j: ["scale", *j, "--reps", cfg["reps"][j[2]]],
+        jobs, cfg["scale_rounds"], scale_args,
         lambda j, res: f"scale {' '.join(map(str, j))}: backward "
-                       f"{statistics.median(res['backward']) / j[2]:.1f} ns/node")
+                       f"{statistics.median(res['backward']) / j[2]:.1f} ns/node"
+                       + (f", Tape ÷ C {statistics.median(res['tape_vs_c']):.2f}×"
+                          if res.get("tape_vs_c") else ""))
     scale = []
     for (e, s, n), runs in scale_runs.items():
         runs = [r for r in runs if r]
@@ -165,6 +173,8 @@ def measure(cfg, quick):
                    "op_nodes": runs[0].get("op_nodes", n)}
             for ph in ("build", "backward", "free", "tape_forward", "tape_backward"):
                 row[ph] = med([t / row["op_nodes"] for r in runs for t in r[ph]])
+            for ph in ("c_tape_pass", "tape_vs_c"):     # ns per op node; a ratio per repetition
+                row[ph] = med([x for r in runs for x in r.get(ph, [])])
             scale.append(row)
     bare, pass_note = build_c("node_pass")
     sizes = sorted({n for e, s, sizes in cfg["scale"] if s in ("chain", "wide", "dag") for n in sizes})
@@ -173,7 +183,6 @@ def measure(cfg, quick):
         res = json.loads(subprocess.run([str(bare), "0.1" if quick else "0.5", *map(str, sizes)],
                                         capture_output=True, text=True, check=True).stdout)
         node_pass = {str(n): ns for n, ns in zip(res["sizes"], res["ns_per_node"])}
-    tape_pass, tape_pass_note = c_tape_pass(cfg, quick, tape_pass_binary)
 
     log("memory")
     memory = {}
@@ -199,7 +208,7 @@ def measure(cfg, quick):
         "other_cpu": max(0.0, others / (time.monotonic() - t_start)),
         "demo": demo, "jit_whole": jit_whole, "skipped": skipped, "notes": notes, "scale": scale,
         "scale_errors": {" ".join(map(str, j)): err for j, err in scale_errors.items()},
-        "node_pass": node_pass, "node_pass_note": pass_note, "tape_pass": tape_pass,
+        "node_pass": node_pass, "node_pass_note": pass_note,
         "tape_pass_note": tape_pass_note, "loops_note": loops_note, "memory": memory,
         "elapsed": time.monotonic() - t_start,
     }
@@ -219,30 +228,6 @@ def program_loops(cfg, built):
         return {}, f"{note}; the demo's program was not written: {exc}"
     return {job: ["loops", binary, f"{shape}:{n}:{path}", "--seconds", cfg["c_seconds"]]
             for job, shape, path in (("tape-loops", "prog", prog), ("by-sample", "runs", batched))}, note
-
-
-def c_tape_pass(cfg, quick, built):
-    """tape_pass.c (the Tape's floor: the same graphs as the scale task's chain, wide and
-    dag, in the Tape's layout, no dispatch) at the compiled engine's sizes;
-    ({"shape n": ns per op node of forward+backward}, note); built: build_c's result."""
-    binary, note = built
-    if binary is None:
-        return {}, note
-    specs = []
-    for e, shape, sizes in cfg["scale"]:
-        for n in sizes if e == "cython" and shape in ("chain", "wide", "dag") else ():
-            spec = f"{shape}:{n}"
-            if shape == "dag":          # the scale task's picks, so both run the same graph
-                picks = WORK / f"dag_picks_{n}.bin"
-                picks.write_bytes(array.array("i", workers.dag_picks(n)).tobytes())
-                spec += f":{picks}"
-            specs.append(spec)
-    proc = subprocess.run([str(binary), "0.1" if quick else "0.5", *specs], capture_output=True, text=True)
-    for f in WORK.glob("dag_picks_*.bin"):
-        f.unlink(missing_ok=True)
-    if proc.returncode:
-        return {}, f"tape_pass failed: {proc.stderr.strip()[:200]}"
-    return {f"{r['shape']} {r['n']}": r["pass"] for r in json.loads(proc.stdout)["runs"]}, note
 
 
 def machine():
@@ -342,10 +327,8 @@ def pass_ratio(R, row, what):
     forward+backward ÷ tape_pass.c's on the same graph."""
     if what == "backward":
         t, bare = row["backward"], R["node_pass"].get(str(row["n"]))
-    else:
-        t = (row["tape_forward"] or 0) + (row["tape_backward"] or 0)
-        bare = R.get("tape_pass", {}).get(f"{row['shape']} {row['n']}")
-    return t / bare if bare and t else None
+        return t / bare if bare and t else None
+    return row.get("tape_vs_c")     # the median of the ratios paired in each repetition
 
 
 TARGETS = [  # (key, description, (comparison, threshold, unit), how it is computed)
@@ -422,8 +405,10 @@ def md_demo(R):
                          "–" if diff is None else "identical" if diff == 0 else f"max rel. diff {diff:.1e}"])
     tape = next((r for r in R["demo"].get("tape", []) if r), None)
     return ("100 samples, MLP(2, [16, 16, 1]), SVM loss + 1e-4 L2, full batch, SGD. Median CPU time per "
-            "phase (each process: median of its timed steps after 1 warm-up step; then the median over "
-            "rounds). Ratios are medians of per-round ratios; within a round, the engines whose ratios "
+            "phase (each process: median of its timed steps after 1 warm-up step, but the Tape + optim "
+            "and C steps, each the median of batches of steps timed as a whole, as benchmarks/README.md "
+            "says; then the median over rounds). Ratios are medians of per-round ratios; within a "
+            "round, the engines whose ratios "
             "are targets run back to back (floats and compiled; Tape + optim, C and the program's loops).\n\n"
             + table(["<Engine", "forward", "backward", "update", "free", "step", "step ÷ compiled step",
                      "speedup vs upstream", "<rounds × steps", "<losses vs compiled"], rows)
@@ -437,7 +422,7 @@ def md_scale(R):
         if r["shape"] in ("chain", "wide", "dag"):
             bare = R["node_pass"].get(str(r["n"]))
             tape = r["tape_forward"] and r["tape_forward"] + r["tape_backward"]
-            c_tape = R.get("tape_pass", {}).get(f"{r['shape']} {r['n']}") if tape else None
+            c_tape = r.get("c_tape_pass") if tape else None
             rows.append([LABELS[r["engine"]], r["shape"], f"{r['n']:.0e}", *(f"{r[ph]:.1f}" for ph in
                          ("build", "backward", "free")), f"{tape:.1f}" if tape else "–",
                          f"{bare:.2f}" if bare else "–", fmt_x(pass_ratio(R, r, "backward")),
@@ -450,7 +435,8 @@ def md_scale(R):
             "nodes newest first with no graph logic; backward ÷ pass divides by it. **C fwd+bwd**: "
             "`tape_pass.c`, forward and backward over the same graph in the Tape's layout "
             "(instructions naming slots of dense arrays) as plain C loops that know each op, "
-            "with no dispatch; Tape ÷ C divides by it.\n\n"
+            "with no dispatch, run by the same process right after each repetition's Tape "
+            "replays; Tape ÷ C is the median of those paired ratios.\n\n"
             + table(["<Engine", "<graph", "nodes", "build", "backward", "free", "Tape fwd+bwd",
                      "bare C pass", "backward ÷ pass", "C fwd+bwd", "Tape ÷ C"], rows))
 

@@ -22,7 +22,8 @@ Tasks:
   jit-whole N          trace and compile jax.jit of the whole step at N samples (peers.py)
   c BINARY             the hand-written C step (demo_step.c, built by run.py), same data
   scale ENGINE SHAPE N build, backward and free of one graph of N op nodes; for cython
-                       also its Tape's forward and backward (SHAPES below)
+                       also its Tape's forward and backward (SHAPES below), and with
+                       --tape-pass BINARY tape_pass.c over the same graph, paired
   memory ENGINE N      RSS growth per node while building a chain of N nodes; for tape,
                        the growth when that chain is recorded
   program FILE         write the compiled demo's Tape program for tape_pass.c's prog shape
@@ -30,6 +31,7 @@ Tasks:
   loops BINARY SPEC    tape_pass.c on such a program (SPEC prog:N:FILE or runs:N:FILE), per step
 """
 import argparse
+import array
 import gc
 import importlib.util
 import json
@@ -306,7 +308,8 @@ def task_scale(args):
     mod = demo_module(args.engine).engine_module(args.engine)
     Tape = mod.Tape if args.engine == "cython" else None
     out = {"engine": args.engine, "shape": args.shape, "n": args.n, "reps": args.reps}
-    raw = {ph: [] for ph in ("build", "backward", "free", "tape_forward", "tape_backward")}
+    raw = {ph: [] for ph in ("build", "backward", "free", "tape_forward", "tape_backward",
+                             "c_tape_pass", "tape_vs_c")}
     replays = min(20, max(3, 10**6 // args.n))     # at least 3: one replay's median is noise
     for rep in range(args.warmup + args.reps):
         z, keep, t_build = SHAPES[args.shape](mod.Value, args.n)
@@ -328,6 +331,10 @@ def task_scale(args):
                 bwd.append(t2 - t1)
             out["nodes"], out["op_nodes"] = len(tape), len(tape) - len(tape.leaves)
             del tape
+            if args.tape_pass and rep >= args.warmup:
+                raw["c_tape_pass"].append(c_tape_pass(args.tape_pass, args.shape, args.n, args.seconds))
+                raw["tape_vs_c"].append((statistics.median(fwd) + statistics.median(bwd))
+                                        / out["op_nodes"] / raw["c_tape_pass"][-1])
         t0 = clock()
         del z
         t_free = clock() - t0
@@ -337,6 +344,22 @@ def task_scale(args):
                           ("tape_forward", fwd), ("tape_backward", bwd)):
                 raw[ph] += t
     return {**out, **raw, **info()}
+
+
+def c_tape_pass(binary, shape, n, seconds):
+    """tape_pass.c's forward+backward over the same graph in the Tape's layout, ns per op
+    node: run here, right after the Tape's replays, so that the two share a moment of the
+    machine (its speed drifts by up to 2x over minutes)."""
+    spec = f"{shape}:{n}"
+    with tempfile.TemporaryDirectory() as tmp:
+        if shape == "dag":              # the same picks as the graph just replayed
+            picks = Path(tmp) / "picks.bin"
+            picks.write_bytes(array.array("i", dag_picks(n)).tobytes())
+            spec += f":{picks}"
+        proc = subprocess.run([binary, str(seconds), spec], capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"tape_pass exited {proc.returncode}: {proc.stderr.strip()[:200]}")
+    return json.loads(proc.stdout)["runs"][0]["pass"]
 
 
 def task_memory(args):
@@ -383,6 +406,9 @@ def main(argv=None):
     s.add_argument("n", type=int)
     s.add_argument("--reps", type=int, default=3)
     s.add_argument("--warmup", type=int, default=1)
+    s.add_argument("--tape-pass", help="tape_pass.c's binary: also time it on the same graph "
+                   "after each timed repetition (cython: chain, wide, dag)")
+    s.add_argument("--seconds", type=float, default=0.5, help="tape_pass.c's time per run")
     m = sub.add_parser("memory")
     m.add_argument("engine", choices=("cython", "tape", "python", "upstream"))
     m.add_argument("n", type=int)
