@@ -379,7 +379,7 @@ cdef Py_ssize_t _block_forward(Instr* code, int* chain, int* blk, double* val,
     cdef Instr c
     cdef Instr* e
     cdef const double* pw = NULL            # the block's packed weights, if it has them
-    cdef Instr* meta = _set_code(code, blk, packs, a)   # biases, tails' weights
+    cdef Instr* meta = _set_code(code, blk, packs, a)   # weights, biases, tails' weights
     if blk[a + 1] & BLOCK_DENSE and m >= BLOCK_WAYS_DENSE:
         w = BLOCK_WAYS_DENSE
         pw = _packed_of(blk, packs, packed, a)

@@ -164,7 +164,7 @@ cdef bint _same_weights(Instr* code, int* chain, int* blk, Py_ssize_t a, Py_ssiz
 
 cdef inline Instr* _set_code(Instr* code, int* blk, int* packs, Py_ssize_t a) noexcept:
     """The instructions the block at a reads its weights, biases and tails' weights from:
-    its packed set's first block's (_same_weights), or its own."""
+    its set's first block's (_same_weights), or its own."""
     cdef int s = blk[a + 1] >> BLOCK_FLAG_BITS
     return code + (packs[2 * s - 2] if s > 0 else a)
 

@@ -128,8 +128,8 @@ cdef enum:
                             #   consecutive slots
     BLOCK_RELU_CHAIN = 2    # its activations are relus and its tails one sum (each an FMA
                             #   adding the activation times a factor to the tail before)
-    BLOCK_FLAG_BITS = 8     # the flags' bits; above them, the block's packed weight set
-                            #   + 1, or 0 (core/packs.pxi)
+    BLOCK_FLAG_BITS = 8     # the flags' bits; above them, the block's set (blocks sharing
+                            #   weights, biases and tails' weights) + 1, or 0 (core/packs.pxi)
 
 cdef struct _Finite:        # what Tape.backward knows of its outputs' finiteness
     Py_ssize_t lo           # outputs lo..hi are finite (none known while lo > hi)
