@@ -359,3 +359,37 @@ def test_freed_slots_spread_over_a_chunk_come_back_in_address_order_compiled():
                           timeout=300, env=subprocess_env())
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["True", "True"]
+
+
+# A training loop rebuilds the same graph each step: a notebook's holds the last step's graph
+# while it builds the next, a tidy one drops it first. The nodes span several chunks.
+REBUILT_SLOTS = r"""
+from micrograd._engine import Value
+x = Value(1.0)
+
+def graph():
+    nodes = [x]
+    for _ in range(50_000):            # 100,000 nodes: three chunks
+        nodes.append(nodes[-1] * x + x)
+    return tuple(id(v) for v in nodes[1:]), nodes
+
+for holds in (True, False):
+    slots, last = [], None
+    for step in range(6):
+        if not holds:
+            last = None
+        ids, last = graph()
+        slots.append(ids)
+    print(holds, len(set(slots)), slots[2:] == slots[:4])
+"""
+
+
+def test_a_rebuilt_graph_takes_the_slots_its_predecessor_had_compiled():
+    """Slots come from the first-mapped chunk with room, lowest first: a graph built once
+    its predecessor is gone takes that graph's very slots, so a loop's graphs lie at two
+    sets of addresses in turn (one if each is dropped before the next is built), which is
+    what lets backward() recall its walk (src/core/recall.pxi)."""
+    proc = subprocess.run([sys.executable, "-c", REBUILT_SLOTS], capture_output=True, text=True,
+                          timeout=300, env=subprocess_env())
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "2", "True", "False", "1", "True"]

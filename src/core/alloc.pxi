@@ -8,9 +8,11 @@
 # to the _pending stack; the outermost dealloc drains it.
 # Memory: nodes live in 2 MiB chunks of 56-byte slots, handed out in order (so a graph
 # built in one go lies in memory in creation order) and reused when freed, lowest address
-# first (so a graph built on the slots of the last one does too). A few empty chunks are
-# kept, so the next training step's graph is built without the system allocator; the
-# rest go back to it.
+# first (so a graph built on the slots of the last one does too), from the first-mapped
+# chunk that has room (so a graph rebuilt once its predecessor died takes the very slots
+# the predecessor had, however many graphs are alive). A few empty chunks are kept, so
+# the next training step's graph is built without the system allocator; the rest go back
+# to it.
 cdef extern from "Python.h":
     ctypedef struct _TypeSlots "PyTypeObject":     # the slots we read or replace
         Py_ssize_t tp_basicsize
@@ -114,9 +116,10 @@ cdef Py_ssize_t _per_chunk = 0      # node slots per chunk
 cdef uint64_t _slot_magic = 0       # (offset * _slot_magic) >> 32: offset // _node_size, for
                                     # the multiples of it below 2 MiB (no division per free)
 cdef _Chunk* _current = NULL        # nodes are allocated from here...
-cdef _Chunk* _partial = NULL        # ...and, when it is full, from these chunks' freed slots
+cdef _Chunk* _partial = NULL        # ...and, when it is full, from these chunks' room
 cdef _Chunk* _spare[SPARE_CHUNKS]   # empty chunks, kept rather than returned to the system
 cdef int _n_spare = 0
+cdef uint64_t _n_mapped = 0         # chunks mapped so far: the next one's serial
 cdef PyObject** _pending = NULL             # children whose last owner just died
 cdef Py_ssize_t _n_pending = 0
 cdef Py_ssize_t _cap_pending = 0
@@ -134,22 +137,86 @@ cdef inline void _unlink(_Chunk* c) noexcept:
     c.listed = False
 
 
-cdef _Chunk* _fresh_chunk() noexcept:
-    """A chunk to allocate from: one with freed slots, a spare, or a new one (NULL if
-    the system has no memory)."""
+cdef void _list(_Chunk* c) noexcept:
+    """Put c, which has room, into _partial, first-mapped first."""
+    global _partial
+    cdef _Chunk* before = NULL
+    cdef _Chunk* after = _partial
+    while after != NULL and after.serial < c.serial:
+        before = after
+        after = after.next
+    c.prev = before
+    c.next = after
+    if before != NULL:
+        before.next = c
+    else:
+        _partial = c
+    if after != NULL:
+        after.prev = c
+    c.listed = True
+
+
+cdef void _retire(_Chunk* c) noexcept:
+    """c just emptied (and is not the current chunk): keep it as a spare, or unmap it or
+    the last-mapped spare (the spares kept are those a rebuilt graph takes first)."""
     global _n_spare
+    cdef uint64_t serial = c.serial
+    cdef int k, last = 0
+    if c.listed:
+        _unlink(c)
+    if _n_spare == SPARE_CHUNKS:
+        for k in range(1, _n_spare):
+            if _spare[k].serial > _spare[last].serial:
+                last = k
+        if serial > _spare[last].serial:
+            _chunk_free(c, CHUNK)
+            return
+        _chunk_free(_spare[last], CHUNK)
+        _n_spare -= 1
+        _spare[last] = _spare[_n_spare]
+    memset(c, 0, sizeof(_Chunk))
+    c.serial = serial                   # a spare keeps its place in the order
+    _spare[_n_spare] = c
+    _n_spare += 1
+
+
+cdef _Chunk* _fresh_chunk() noexcept:
+    """A chunk to allocate from: the first-mapped one with room (freed slots, or a spare),
+    else a new one (NULL if the system has no memory)."""
+    global _n_spare, _n_mapped
     cdef _Chunk* c = _partial
+    cdef int k, first = -1
+    for k in range(_n_spare):
+        if first < 0 or _spare[k].serial < _spare[first].serial:
+            first = k
+    if first >= 0 and (c == NULL or _spare[first].serial < c.serial):
+        c = _spare[first]
+        _n_spare -= 1
+        _spare[first] = _spare[_n_spare]
+        return c
     if c != NULL:
         _unlink(c)
         return c
-    if _n_spare:
-        _n_spare -= 1
-        return _spare[_n_spare]
     c = <_Chunk*>_chunk_alloc(CHUNK)
     if c != NULL:
         memset(c, 0, sizeof(_Chunk))
+        c.serial = _n_mapped
+        _n_mapped += 1
         _poison(<char*>c + CHUNK_HEADER, CHUNK - CHUNK_HEADER)
     return c
+
+
+cdef void _make_current(_Chunk* c) noexcept:
+    """Allocate from c, mapped before the current chunk, now that it has room."""
+    global _current
+    cdef _Chunk* old = _current
+    if c.listed:
+        _unlink(c)
+    _current = c
+    if old.live == 0:
+        _retire(old)
+    elif old.n_free or old.used < _per_chunk:
+        _list(old)                      # else it is full: listed when a node in it dies
 
 
 cdef PyObject* _value_alloc(_TypeSlots* tp, Py_ssize_t nitems) noexcept:
@@ -203,7 +270,6 @@ cdef inline PyObject* _take_slot() noexcept:
 
 cdef inline void _value_free(PyObject* o) noexcept:
     """Return a dead node's slot to its chunk; hand back chunks that empty out."""
-    global _partial, _n_spare
     cdef _Chunk* c = <_Chunk*>(<size_t>o & ~(<size_t>CHUNK - 1))
     cdef uint64_t i = ((<size_t>o - <size_t>c - CHUNK_HEADER) * _slot_magic) >> 32
     cdef uint64_t w = i >> 6
@@ -217,22 +283,12 @@ cdef inline void _value_free(PyObject* o) noexcept:
     c.live -= 1
     if c == _current:
         return
-    if c.live == 0:                     # empty: keep it as a spare, or give it back
-        if c.listed:
-            _unlink(c)
-        if _n_spare < SPARE_CHUNKS:
-            memset(c, 0, sizeof(_Chunk))
-            _spare[_n_spare] = c
-            _n_spare += 1
-        else:
-            _chunk_free(c, CHUNK)
+    if c.serial < _current.serial:      # room before the current chunk: allocate there
+        _make_current(c)
+    elif c.live == 0:                   # empty: keep it as a spare, or give it back
+        _retire(c)
     elif not c.listed:                  # its first freed slot: offer it for reuse
-        c.prev = NULL
-        c.next = _partial
-        if _partial != NULL:
-            _partial.prev = c
-        _partial = c
-        c.listed = True
+        _list(c)
 
 
 cdef inline void _release(PyObject* child) noexcept:

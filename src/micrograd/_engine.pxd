@@ -63,18 +63,23 @@ cdef enum:
     CHUNK = 1 << 21         # bytes per chunk, and its alignment: rounding a node's address
                             # down to a multiple of CHUNK finds its chunk's header; the
                             # size of an x86-64 huge page
-    CHUNK_HEADER = 4800     # the _Chunk at its start (4,800 bytes with its bitmaps); nodes follow
+    CHUNK_HEADER = 4808     # the _Chunk at its start (4,808 bytes with its bitmaps); nodes follow
     FREE_WORDS = 584        # words of its free-slot bitmap: room for 37,376 slots (a chunk
                             # has 37,363)
     FREE_SUMMARY = 10       # words of the bitmap of those words (640 bits for 584 words)
-    SPARE_CHUNKS = 2        # empty chunks kept for the next graph (a demo step's is 3.5 MiB)
+    SPARE_CHUNKS = 4        # empty chunks kept for the next graph: enough for one of up to
+                            # ~130,000 nodes (a demo step's is 3.5 MiB) to be rebuilt in the
+                            # slots it had while the one built after it lives
 
 ctypedef struct _Chunk:     # the head of a chunk of node slots
     Py_ssize_t live         # nodes allocated here and not yet freed
     Py_ssize_t used         # slots handed out so far by bumping; the rest are untouched
     Py_ssize_t n_free       # freed slots (below used), to be handed out again
-    _Chunk* prev            # links in _partial, the chunks with freed slots to reuse
-    _Chunk* next            #   (prev and next are NULL at its ends)
+    _Chunk* prev            # links in _partial, the chunks other than the current one with
+    _Chunk* next            #   room, first-mapped first (prev and next are NULL at its ends)
+    uint64_t serial         # chunks mapped before this one: slots are handed out from the
+                            #   first-mapped chunk with room, so a graph rebuilt after its
+                            #   predecessor died takes the same slots
     bint listed             # in _partial
     int low                 # free_words below this index are zero: the search starts here
     uint64_t free_words[FREE_SUMMARY]   # bit w set: free_bits[w] has a bit set
