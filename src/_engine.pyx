@@ -16,6 +16,8 @@ the parts included below, each read next to its twin in ``micrograd/_pure/``:
                                       an assigned _backward, attributes
     core/node.pxi    _pure/node.py    the Value class; building nodes; pickling
     core/walk.pxi    _pure/walk.py    the topological walk and eager backward
+    core/recall.pxi  (none)           walks remembered: backward() on a graph rebuilt in
+                                      the slots of one it walked checks it, not walks it
     core/replay.pxi  (none)           the Tape's inner loops: a sum's forward, the carry
                                       and the zero-run skip in backward, prefetching;
                                       its arrays' allocation
@@ -45,6 +47,7 @@ include "core/alloc.pxi"
 include "core/extras.pxi"
 include "core/node.pxi"
 include "core/walk.pxi"
+include "core/recall.pxi"
 include "core/replay.pxi"
 include "core/blocks.pxi"
 include "core/packs.pxi"

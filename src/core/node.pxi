@@ -128,12 +128,19 @@ cdef class Value:
     def backward(self):
         """Set self.grad to 1 and accumulate d(self)/d(v) into every v below it."""
         cdef Py_ssize_t n
+        cdef _Walk* w
         _sync_tapes()
         _begin_walk()
         try:
-            n = _record(self, &_order, WALK_CHECK)
-            self.grad = 1.0
-            _accumulate(_order.items, n)
+            w = _recall(self)
+            if w != NULL:
+                self.grad = 1.0
+                _accumulate(w.order, w.n)
+            else:
+                n = _record(self, &_order, WALK_CHECK)
+                self.grad = 1.0
+                _accumulate(_order.items, n)
+                _remember(self, _order.items, n)
         finally:
             _end_walk()
 

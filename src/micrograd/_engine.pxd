@@ -79,7 +79,7 @@ ctypedef struct _Chunk:     # the head of a chunk of node slots
     _Chunk* next            #   room, first-mapped first (prev and next are NULL at its ends)
     uint64_t serial         # chunks mapped before this one: slots are handed out from the
                             #   first-mapped chunk with room, so a graph rebuilt after its
-                            #   predecessor died takes the same slots
+                            #   predecessor died takes the same slots (core/recall.pxi)
     bint listed             # in _partial
     int low                 # free_words below this index are zero: the search starts here
     uint64_t free_words[FREE_SUMMARY]   # bit w set: free_bits[w] has a bit set
@@ -102,6 +102,27 @@ ctypedef union _Second:     # a node's second input; which member is set, its op
 cdef enum:
     SCRATCH_CACHE = 1 << 17 # items (1 MiB) a walk's scratch arrays keep between walks; a
                             # demo step's graph (~66k nodes) fits, a bigger one's rest is freed
+
+# Walks remembered by backward() (core/recall.pxi).
+cdef enum:
+    RECALL_WALKS = 2        # walks kept: a notebook's loop holds the last graph while it
+                            # builds the next, so two graphs alternate
+    LINK_CODE = 0xff        # _Link.code: the op code in its low byte, and these bits:
+    LINK_A_LEAF = 1 << 8    #   the first operand was a leaf (and must still be one)
+    LINK_B_LEAF = 1 << 9    #   the second operand was a leaf
+
+ctypedef struct _Link:      # one node of a remembered walk, as the walk found it
+    PyObject* a             # its first operand
+    PyObject* b             # its _second's 8 bytes: second operand, exponent, or NULL
+    Py_ssize_t code         # its op code, and LINK_ bits
+
+cdef struct _Walk:          # one remembered walk
+    PyObject* root          # the root's address: only compared (that graph may be gone)
+    Py_ssize_t n            # nodes in order, children first (0: nothing remembered)
+    Py_ssize_t cap          # allocated length of order and links
+    PyObject** order        # the walk's order, which backward's rules run in reverse
+    _Link* links            # per node of order: what it pointed at
+    Py_ssize_t used         # the backward() call that last used it (the oldest goes)
 
 cdef struct _Buf:           # a growable C array of node pointers (core/walk.pxi)
     PyObject** items        # borrowed pointers, unless the owner (a Tape) increfs them

@@ -8,6 +8,8 @@ same names: read each file next to its counterpart in the core.
     (none)            src/core/alloc.pxi      the node allocator: CPython's serves here
     node.py           src/core/node.pxi       the Value class; building nodes; pickling
     walk.py           src/core/walk.pxi       the topological walk and eager backward
+    (none)            src/core/recall.pxi     walks remembered: here every backward() walks
+                                              (the same order, so the same grads)
     (inline in tape)  src/core/replay.pxi     the core Tape's inner loops: a sum's forward,
                                               the carry and the zero-run skip in backward
     tape.py           src/core/tape.pxi       Tape: record once, replay over lists
